@@ -1,0 +1,3 @@
+from radsight.cli import app
+
+app()

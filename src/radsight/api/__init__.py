@@ -1,0 +1,1 @@
+"""HTTP: the FastAPI application, authentication and the REST API."""

@@ -1,0 +1,23 @@
+"""The HTTP application: REST API, DICOMweb, WADO-URI, login, and (later) the viewer."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from radsight import __version__
+from radsight.api import routes_admin, routes_auth
+from radsight.api.auth import Authenticator
+from radsight.archive import Archive
+from radsight.dicomweb import router as dicomweb_router
+from radsight.dicomweb import wado_uri_router
+
+
+def create_app(archive: Archive) -> FastAPI:
+    app = FastAPI(title="RadSight", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.archive = archive
+    app.state.authenticator = Authenticator()
+    app.include_router(routes_auth.router)
+    app.include_router(routes_admin.router)
+    app.include_router(dicomweb_router)
+    app.include_router(wado_uri_router)
+    return app

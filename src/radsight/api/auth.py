@@ -1,0 +1,118 @@
+"""Users, passwords and tokens.
+
+Passwords are hashed with scrypt (stdlib). Verifying scrypt costs tens of milliseconds,
+too much for every DICOMweb request a viewer makes, so a successful Basic check is
+remembered for a short time keyed by a salted digest of the credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from radsight.index.models import ApiToken, User
+
+ROLES = ("admin", "radiologist", "technologist", "viewer")
+_N, _R, _P = 2**14, 8, 1
+
+
+def hash_password(password: str) -> str:
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=32)
+    return f"scrypt${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, salt_b64, digest_b64 = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    digest = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt_b64), n=_N, r=_R, p=_P, dklen=32)
+    return hmac.compare_digest(digest, base64.b64decode(digest_b64))
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Authenticator:
+    """Checks Basic credentials and Bearer tokens against the index's users."""
+
+    def __init__(self, cache_seconds: float = 60.0) -> None:
+        self._cache: dict[str, tuple[float, int, str, str]] = {}
+        self._lock = threading.Lock()
+        self._pepper = os.urandom(16)
+        self._ttl = cache_seconds
+
+    def _cache_key(self, username: str, password: str) -> str:
+        return hmac.new(self._pepper, f"{username}\0{password}".encode(), hashlib.sha256).hexdigest()
+
+    def check_basic(self, session: Session, username: str, password: str) -> User | None:
+        key = self._cache_key(username, password)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit and hit[0] > now:
+            user = session.get(User, hit[1])
+            if user is not None and user.password_hash == hit[3]:
+                return user
+        user = session.scalar(select(User).where(User.username == username))
+        if user is None or not verify_password(password, user.password_hash):
+            return None
+        with self._lock:
+            if len(self._cache) > 10000:
+                self._cache.clear()
+            self._cache[key] = (now + self._ttl, user.id, user.username, user.password_hash)
+        return user
+
+    def check_token(self, session: Session, token: str) -> User | None:
+        row = session.scalar(select(ApiToken).where(ApiToken.token_hash == _token_hash(token)))
+        if row is None:
+            return None
+        expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)
+        if expires < datetime.now(UTC):
+            return None
+        return session.get(User, row.user_pk)
+
+
+def issue_token(session: Session, user: User, ttl_hours: int) -> str:
+    token = secrets.token_urlsafe(32)
+    now = datetime.now(UTC)
+    session.execute(delete(ApiToken).where(ApiToken.expires_at < now))
+    session.add(ApiToken(token_hash=_token_hash(token), user_pk=user.id, created_at=now,
+                         expires_at=now + timedelta(hours=ttl_hours)))
+    session.commit()
+    return token
+
+
+def revoke_token(session: Session, token: str) -> None:
+    session.execute(delete(ApiToken).where(ApiToken.token_hash == _token_hash(token)))
+    session.commit()
+
+
+def add_user(session: Session, username: str, password: str, role: str) -> User:
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+    if not username or len(username) > 64:
+        raise ValueError("user name must be 1 to 64 characters")
+    if len(password) < 8:
+        raise ValueError("password must have at least 8 characters")
+    existing = session.scalar(select(User).where(User.username == username))
+    if existing is not None:
+        raise ValueError(f"user {username!r} already exists")
+    user = User(username=username, password_hash=hash_password(password), role=role,
+                created_at=datetime.now(UTC))
+    session.add(user)
+    session.commit()
+    return user

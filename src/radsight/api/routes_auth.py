@@ -1,0 +1,107 @@
+"""Log in and out: the only HTTP routes besides /health that need no credentials."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, HTTPException, Request, status
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel
+
+from radsight.api.auth import issue_token, revoke_token
+from radsight.api.deps import TOKEN_COOKIE, ArchiveDep, CurrentUser
+
+router = APIRouter()
+
+_LOGIN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>RadSight - log in</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{font-family:system-ui,sans-serif;background:#111;color:#eee;display:grid;place-items:center;height:100vh;margin:0}
+form{background:#1d1d1d;padding:2rem;border-radius:8px;min-width:280px}label{display:block;margin:.6rem 0 .2rem}
+input{width:100%;padding:.5rem;box-sizing:border-box}button{margin-top:1rem;width:100%;padding:.6rem}
+.err{color:#f77}</style></head>
+<body><form method="post" action="/login"><h1>RadSight</h1>{error}
+<input type="hidden" name="next" value="{next}">
+<label for="username">User name</label><input id="username" name="username" autocomplete="username" required>
+<label for="password">Password</label><input id="password" name="password" type="password"
+ autocomplete="current-password" required>
+<button type="submit">Log in</button></form></body></html>"""
+
+
+def _safe_next(target: str) -> str:
+    # Only local paths: never an open redirect to another site.
+    return target if target.startswith("/") and not target.startswith("//") else "/"
+
+
+def _html_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+@router.get("/health", include_in_schema=False)
+def health(archive: ArchiveDep) -> dict[str, str]:
+    with archive.db.engine.connect():
+        pass
+    return {"status": "ok"}
+
+
+@router.get("/login", response_class=HTMLResponse, include_in_schema=False)
+def login_page(next: str = "/") -> str:
+    return _LOGIN_PAGE.replace("{error}", "").replace("{next}", _html_escape(_safe_next(next)))
+
+
+@router.post("/login", include_in_schema=False)
+def login_form(
+    request: Request,
+    archive: ArchiveDep,
+    username: Annotated[str, Form()],
+    password: Annotated[str, Form()],
+    next: Annotated[str, Form()] = "/",
+) -> Response:
+    with archive.db.session() as s:
+        user = request.app.state.authenticator.check_basic(s, username, password)
+        if user is None:
+            page = _LOGIN_PAGE.replace("{error}", '<p class="err">Wrong user name or password.</p>')
+            return HTMLResponse(page.replace("{next}", _html_escape(_safe_next(next))), status_code=401)
+        token = issue_token(s, user, archive.settings.token_ttl_hours)
+    resp = RedirectResponse(_safe_next(next), status_code=status.HTTP_303_SEE_OTHER)
+    resp.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict",
+                    max_age=archive.settings.token_ttl_hours * 3600)
+    return resp
+
+
+class TokenRequest(BaseModel):
+    username: str
+    password: str
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int
+
+
+@router.post("/api/auth/token", response_model=TokenResponse)
+def create_token(body: TokenRequest, request: Request, archive: ArchiveDep) -> TokenResponse:
+    """Exchange a user name and password for a Bearer token."""
+    with archive.db.session() as s:
+        user = request.app.state.authenticator.check_basic(s, body.username, body.password)
+        if user is None:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong user name or password")
+        token = issue_token(s, user, archive.settings.token_ttl_hours)
+    return TokenResponse(access_token=token, expires_in=archive.settings.token_ttl_hours * 3600)
+
+
+@router.post("/logout", include_in_schema=False)
+def logout(request: Request, archive: ArchiveDep) -> Response:
+    token = request.cookies.get(TOKEN_COOKIE)
+    if token:
+        with archive.db.session() as s:
+            revoke_token(s, token)
+    resp = RedirectResponse("/login", status_code=status.HTTP_303_SEE_OTHER)
+    resp.delete_cookie(TOKEN_COOKIE)
+    return resp
+
+
+@router.get("/api/me")
+def me(user: CurrentUser) -> JSONResponse:
+    return JSONResponse({"username": user.username, "role": user.role})

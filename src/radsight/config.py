@@ -1,0 +1,92 @@
+"""All settings in one class.
+
+Sources, strongest first: keyword arguments (the CLI), ``RADSIGHT_*`` environment
+variables, a TOML file (``RADSIGHT_CONFIG`` or ``<home>/radsight.toml``), defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class DuplicatePolicy(StrEnum):
+    """What to do when an instance arrives whose SOP Instance UID is already stored."""
+
+    KEEP_FIRST = "keep"
+    OVERWRITE = "overwrite"
+
+
+def _toml_path() -> Path | None:
+    explicit = os.environ.get("RADSIGHT_CONFIG")
+    if explicit:
+        return Path(explicit)
+    home = os.environ.get("RADSIGHT_HOME")
+    if home and (Path(home) / "radsight.toml").is_file():
+        return Path(home) / "radsight.toml"
+    return None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RADSIGHT_", extra="ignore")
+
+    home: Path = Field(default=Path("radsight-home"), description="Archive home: index, storage, logs")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default SQLite file <home>/index.sqlite"
+    )
+    storage_dir: Path | None = Field(default=None, description="Default <home>/storage")
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8042
+    dicom_port: int = 11112
+    ae_title: str = "RADSIGHT"
+
+    duplicate_policy: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST
+    allow_any_calling_ae: bool = Field(
+        default=False, description="Accept associations from AEs not registered with `radsight ae add`"
+    )
+    max_upload_bytes: int = Field(default=2 * 1024**3, description="Largest STOW-RS body accepted")
+    dcmtk_fallback: bool = Field(
+        default=True, description="Decode with DCMTK's dcmdjpeg where the Python decoders fail"
+    )
+    token_ttl_hours: int = 12
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml = _toml_path()
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'index.sqlite').resolve()}"
+
+    @property
+    def resolved_storage_dir(self) -> Path:
+        return (self.storage_dir or self.home / "storage").resolve()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings with the CLI's explicit values on top (``None`` means "not given")."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,325 @@
+"""The one ingest service every entry point uses (DIMSE C-STORE, STOW-RS, import).
+
+Order of work for one instance: parse and check -> duplicate check -> store the bytes
+as received (durable: fsync + rename) -> index rows committed -> acknowledge.
+A crash before the commit leaves at most a complete, unindexed file (reported by
+``radsight check``, and replaced when the sender re-sends); it never leaves an index
+row without its file, and never a partly written file under a storage key.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import write_file_meta_info
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from radsight.config import DuplicatePolicy, Settings
+from radsight.index.db import Database
+from radsight.index.models import Instance, Patient, Series, Study
+from radsight.ingest.errors import IngestError, Reason
+from radsight.ingest.parse import ParsedInstance, parse_file
+from radsight.storage.base import Storage, StorageError
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(StrEnum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    OVERWRITTEN = "overwritten"
+    REFUSED = "refused"
+
+
+@dataclass(slots=True)
+class IngestResult:
+    outcome: Outcome
+    sop_instance_uid: str = ""
+    sop_class_uid: str = ""
+    study_instance_uid: str = ""
+    series_instance_uid: str = ""
+    reason: Reason | None = None
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is not Outcome.REFUSED
+
+    @property
+    def dimse_status(self) -> int:
+        return 0x0000 if self.ok else (self.reason or Reason.MALFORMED).dimse_status
+
+
+@dataclass(slots=True)
+class StoredEvent:
+    """Notification sent after an instance is durably stored (never for duplicates kept)."""
+
+    result: IngestResult
+    modality: str
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def _text(ds: Dataset, keyword: str, limit: int | None = None) -> str:
+    value = ds.get(keyword, None)
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        text = "\\".join(str(v) for v in value)
+    else:
+        text = str(value)
+    text = text.strip()
+    return text[:limit] if limit else text
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    value = ds.get(keyword, None)
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+Listener = Callable[[StoredEvent], Any]
+
+
+class IngestService:
+    def __init__(self, db: Database, storage: Storage, settings: Settings) -> None:
+        self.db = db
+        self.storage = storage
+        self.settings = settings
+        self._listeners: list[Listener] = []
+        # SQLite has one writer at a time; serialising here avoids lock retries.
+        self._write_lock = threading.Lock() if db.engine.dialect.name == "sqlite" else None
+
+    # -- notifications ---------------------------------------------------------
+    def subscribe(self, listener: Listener) -> None:
+        """Call ``listener`` after each stored instance; its errors are logged, never raised."""
+        self._listeners.append(listener)
+
+    def _notify(self, event: StoredEvent) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("ingest listener %r failed", listener)
+
+    # -- entry points ------------------------------------------------------------
+    def new_spool_path(self) -> Path:
+        """A fresh path in the storage spool (same file system: moving it in is a rename)."""
+        return self.storage.spool_dir() / f"in-{uuid.uuid4().hex}.part"
+
+    def ingest_bytes(self, data: bytes, *, source: str = "api", calling_ae: str = "") -> IngestResult:
+        path = self.new_spool_path()
+        with open(path, "wb") as fh:
+            fh.write(data)
+        return self.ingest_file(path, move=True, source=source, calling_ae=calling_ae)
+
+    def ingest_dataset_bytes(
+        self, file_meta: FileMetaDataset, dataset: bytes, *, source: str = "dimse", calling_ae: str = ""
+    ) -> IngestResult:
+        """Store a data set received without Part 10 framing (C-STORE) exactly as encoded."""
+        path = self.new_spool_path()
+        with open(path, "wb") as fh:
+            fh.write(b"\x00" * 128 + b"DICM")
+            write_file_meta_info(fh, file_meta, enforce_standard=True)  # type: ignore[arg-type]
+            fh.write(dataset)
+        return self.ingest_file(path, move=True, source=source, calling_ae=calling_ae)
+
+    def ingest_file(
+        self, path: Path, *, move: bool = False, source: str = "import", calling_ae: str = ""
+    ) -> IngestResult:
+        """Ingest one Part 10 file. With ``move`` the file is consumed (taken over or removed)."""
+        try:
+            try:
+                parsed = parse_file(Path(path))
+            except IngestError as exc:
+                return IngestResult(Outcome.REFUSED, reason=exc.reason, message=exc.message)
+            except OSError as exc:
+                return IngestResult(Outcome.REFUSED, reason=Reason.STORAGE_FAILURE, message=str(exc))
+            return self._store(parsed, Path(path), move=move, source=source, calling_ae=calling_ae)
+        finally:
+            if move and os.path.exists(path):
+                os.unlink(path)
+
+    # -- the work -------------------------------------------------------------
+    def _existing_key(self, session: Session, sop_uid: str) -> str | None:
+        return session.scalar(select(Instance.storage_key).where(Instance.sop_instance_uid == sop_uid))
+
+    def _store(self, p: ParsedInstance, path: Path, *, move: bool, source: str, calling_ae: str) -> IngestResult:
+        base = IngestResult(
+            Outcome.STORED,
+            sop_instance_uid=p.sop_instance_uid,
+            sop_class_uid=p.sop_class_uid,
+            study_instance_uid=p.study_instance_uid,
+            series_instance_uid=p.series_instance_uid,
+        )
+        overwrite = self.settings.duplicate_policy is DuplicatePolicy.OVERWRITE
+        with self.db.session() as s:
+            old_key = self._existing_key(s, p.sop_instance_uid)
+        if old_key is not None and not overwrite:
+            base.outcome = Outcome.DUPLICATE
+            base.message = "an instance with this SOP Instance UID is already stored; the first was kept"
+            return base
+        try:
+            key = self.storage.put_file(path, move=move)
+        except (OSError, StorageError) as exc:
+            log.error("storage failed: %s", exc)
+            base.outcome, base.reason, base.message = Outcome.REFUSED, Reason.STORAGE_FAILURE, str(exc)
+            return base
+        for attempt in range(5):
+            try:
+                replaced = self._index(p, key, source=source, calling_ae=calling_ae, overwrite=overwrite)
+                break
+            except IntegrityError:
+                # A concurrent writer created the same patient/study/series/instance: retry,
+                # the second pass finds those rows.
+                if attempt == 4:
+                    self.storage.delete(key)
+                    raise
+        if replaced is _DUPLICATE:
+            self.storage.delete(key)
+            base.outcome = Outcome.DUPLICATE
+            base.message = "an instance with this SOP Instance UID is already stored; the first was kept"
+            return base
+        if isinstance(replaced, str):
+            self.storage.delete(replaced)
+            base.outcome = Outcome.OVERWRITTEN
+            base.message = "replaced the instance stored before with the same SOP Instance UID"
+        self._notify(StoredEvent(base, modality=_text(p.dataset, "Modality")))
+        return base
+
+    def _index(self, p: ParsedInstance, key: str, *, source: str, calling_ae: str, overwrite: bool) -> object:
+        """Commit the index rows; returns the replaced storage key, _DUPLICATE, or None."""
+        if self._write_lock is not None:
+            with self._write_lock:
+                return self._index_locked(p, key, source=source, calling_ae=calling_ae, overwrite=overwrite)
+        return self._index_locked(p, key, source=source, calling_ae=calling_ae, overwrite=overwrite)
+
+    def _index_locked(
+        self, p: ParsedInstance, key: str, *, source: str, calling_ae: str, overwrite: bool
+    ) -> object:
+        ds = p.dataset
+        now = datetime.now(UTC)
+        with self.db.session() as s, s.begin():
+            existing = s.scalar(select(Instance).where(Instance.sop_instance_uid == p.sop_instance_uid))
+            if existing is not None and not overwrite:
+                return _DUPLICATE
+            patient_id = _text(ds, "PatientID", 64)
+            issuer = _text(ds, "IssuerOfPatientID", 64)
+            patient = s.scalar(
+                select(Patient).where(Patient.patient_id == patient_id, Patient.issuer_of_patient_id == issuer)
+            )
+            if patient is None:
+                patient = Patient(patient_id=patient_id, issuer_of_patient_id=issuer)
+                s.add(patient)
+            patient.patient_name = _text(ds, "PatientName", 324) or patient.patient_name
+            patient.patient_birth_date = _text(ds, "PatientBirthDate", 8) or patient.patient_birth_date
+            patient.patient_sex = _text(ds, "PatientSex", 16) or patient.patient_sex
+            s.flush()
+
+            study = s.scalar(select(Study).where(Study.study_instance_uid == p.study_instance_uid))
+            if study is None:
+                study = Study(
+                    patient_pk=patient.id,
+                    study_instance_uid=p.study_instance_uid,
+                    study_date=_text(ds, "StudyDate", 8),
+                    study_time=_text(ds, "StudyTime", 16),
+                    accession_number=_text(ds, "AccessionNumber", 16),
+                    study_id=_text(ds, "StudyID", 16),
+                    study_description=_text(ds, "StudyDescription", 64),
+                    referring_physician_name=_text(ds, "ReferringPhysicianName", 324),
+                    patient_id=patient_id,
+                    patient_name=_text(ds, "PatientName", 324),
+                    patient_birth_date=_text(ds, "PatientBirthDate", 8),
+                    patient_sex=_text(ds, "PatientSex", 16),
+                    specific_character_set=_text(ds, "SpecificCharacterSet", 128),
+                    modalities_in_study="",
+                    number_of_series=0,
+                    number_of_instances=0,
+                    created_at=now,
+                    updated_at=now,
+                )
+                s.add(study)
+                s.flush()
+
+            series = s.scalar(select(Series).where(Series.series_instance_uid == p.series_instance_uid))
+            modality = _text(ds, "Modality", 16)
+            if series is None:
+                series = Series(
+                    study_pk=study.id,
+                    series_instance_uid=p.series_instance_uid,
+                    modality=modality,
+                    series_number=_int(ds, "SeriesNumber"),
+                    series_description=_text(ds, "SeriesDescription", 64),
+                    series_date=_text(ds, "SeriesDate", 8),
+                    series_time=_text(ds, "SeriesTime", 16),
+                    body_part_examined=_text(ds, "BodyPartExamined", 16),
+                    performed_procedure_step_start_date=_text(ds, "PerformedProcedureStepStartDate", 8),
+                    performed_procedure_step_start_time=_text(ds, "PerformedProcedureStepStartTime", 16),
+                    number_of_instances=0,
+                    created_at=now,
+                    updated_at=now,
+                )
+                s.add(series)
+                s.flush()
+                modalities = [m for m in study.modalities_in_study.split("\\") if m]
+                if modality and modality not in modalities:
+                    modalities.append(modality)
+                s.execute(
+                    update(Study)
+                    .where(Study.id == study.id)
+                    .values(
+                        number_of_series=Study.number_of_series + 1,
+                        modalities_in_study="\\".join(sorted(modalities)),
+                    )
+                )
+
+            fields: dict[str, Any] = dict(
+                sop_class_uid=p.sop_class_uid,
+                instance_number=_int(ds, "InstanceNumber"),
+                transfer_syntax_uid=p.transfer_syntax_uid,
+                rows=_int(ds, "Rows"),
+                columns=_int(ds, "Columns"),
+                bits_allocated=_int(ds, "BitsAllocated"),
+                number_of_frames=_int(ds, "NumberOfFrames"),
+                storage_key=key,
+                file_size=p.file_size,
+                pixel_data_offset=p.pixel_data_offset,
+                metadata_json=None,
+                received_via=source,
+                calling_ae_title=calling_ae[:16],
+                created_at=now,
+            )
+            if existing is not None:
+                old_key = existing.storage_key
+                for name, value in fields.items():
+                    setattr(existing, name, value)
+                s.execute(update(Study).where(Study.id == study.id).values(updated_at=now))
+                return old_key
+            s.add(Instance(series_pk=series.id, sop_instance_uid=p.sop_instance_uid, **fields))
+            s.execute(
+                update(Series)
+                .where(Series.id == series.id)
+                .values(number_of_instances=Series.number_of_instances + 1, updated_at=now)
+            )
+            s.execute(
+                update(Study)
+                .where(Study.id == study.id)
+                .values(number_of_instances=Study.number_of_instances + 1, updated_at=now)
+            )
+        return None
+
+
+_DUPLICATE = object()

@@ -1,0 +1,35 @@
+"""``radsight serve``: HTTP (uvicorn) and the DICOM listener in one process."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from radsight.api.app import create_app
+from radsight.archive import Archive
+from radsight.dimse.scp import DicomServer
+
+log = logging.getLogger(__name__)
+
+
+def serve(archive: Archive) -> None:
+    """Run until SIGINT/SIGTERM (uvicorn installs the handlers), then stop both cleanly."""
+    settings = archive.settings
+    dicom = DicomServer(archive)
+    dicom.start(settings.http_host, settings.dicom_port)
+    log.info("DICOM listener %s on port %d", settings.ae_title, settings.dicom_port)
+    config = uvicorn.Config(
+        create_app(archive),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level="info",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        dicom.stop()
+        archive.close()
+        log.info("stopped")
