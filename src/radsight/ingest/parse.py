@@ -3,12 +3,17 @@
 pydicom reads the header; the length check of the Pixel Data element is ours, because
 pydicom would read the whole value (hundreds of MB for a large multi-frame object) to
 find out whether it is complete, while seeking over it answers the same question.
+
+Every way a file can be wrong ends in :class:`IngestError` with a reason: nothing else
+escapes :func:`parse_file` except ``OSError`` from reading the file itself.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -16,17 +21,26 @@ from typing import BinaryIO
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from radsight.ingest.errors import IngestError, Reason
 
+PREAMBLE_LENGTH = 128
+PART10_PREFIX_LENGTH = PREAMBLE_LENGTH + 4  # preamble + b"DICM"
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 _PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
 _EXPLICIT_LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
 
 
 @dataclass(slots=True)
 class ParsedInstance:
-    """The header of a checked instance and the facts the index needs about its file."""
+    """The header of a checked instance and the facts the index needs about its file.
+
+    ``file_size`` and ``pixel_data_offset`` describe the file *as it will be stored*: for a
+    file without preamble (``missing_preamble``) that is the input with the 132-byte
+    preamble and 'DICM' prefix written in front.
+    """
 
     dataset: Dataset
     file_meta: FileMetaDataset
@@ -37,10 +51,52 @@ class ParsedInstance:
     series_instance_uid: str
     file_size: int
     pixel_data_offset: int | None
+    missing_preamble: bool = False
 
 
 def _valid_uid(value: str) -> bool:
     return 0 < len(value) <= 64 and UID(value).is_valid
+
+
+def _looks_like_vr(two: bytes) -> bool:
+    # pydicom's own test (filereader._is_implicit_vr): two upper-case ASCII letters.
+    return len(two) == 2 and 0x40 < two[0] < 0x5B and 0x40 < two[1] < 0x5B
+
+
+def _starts_with_file_meta(head: bytes) -> bool:
+    """True if ``head`` begins with a File Meta Information element: (0002,xxxx), explicit VR LE."""
+    return len(head) >= 8 and head[:2] == b"\x02\x00" and _looks_like_vr(head[4:6])
+
+
+def _file_meta_end(fh: BinaryIO, start: int, size: int) -> int:
+    """Offset of the first byte after the File Meta Information group (0002) that begins at ``start``.
+
+    Walks the elements by their lengths instead of trusting (0002,0000), which real files
+    get wrong. The group is always explicit VR little endian (PS3.10 7.1).
+    """
+    pos = start
+    while True:
+        fh.seek(pos)
+        head = fh.read(8)
+        if len(head) < 8 or head[:2] != b"\x02\x00":
+            return pos
+        vr = head[4:6]
+        if not _looks_like_vr(vr):
+            raise IngestError(Reason.MALFORMED, f"file meta information element at byte {pos} has no valid VR")
+        if vr in _EXPLICIT_LONG_VRS:
+            ext = fh.read(4)
+            if len(ext) < 4:
+                raise IngestError(Reason.TRUNCATED, "file ends inside the file meta information")
+            (length,) = struct.unpack("<L", ext)
+            pos += 12
+        else:
+            (length,) = struct.unpack("<H", head[6:8])
+            pos += 8
+        if length == 0xFFFFFFFF:
+            raise IngestError(Reason.MALFORMED, "file meta information element has an undefined length")
+        pos += length
+        if pos > size:
+            raise IngestError(Reason.TRUNCATED, "file ends inside the file meta information")
 
 
 def _check_pixel_data(fh: BinaryIO, offset: int, size: int, *, implicit: bool, little: bool) -> None:
@@ -50,7 +106,9 @@ def _check_pixel_data(fh: BinaryIO, offset: int, size: int, *, implicit: bool, l
     head = fh.read(8)
     if len(head) < 8:
         raise IngestError(Reason.TRUNCATED, "file ends inside the Pixel Data element header")
-    if implicit:
+    # Decide per element, as pydicom does: an explicit VR file may carry this element in
+    # implicit VR (and pydicom then reads it so).
+    if implicit or not _looks_like_vr(head[4:6]):
         (length,) = struct.unpack(endian + "L", head[4:8])
         pos = offset + 8
     elif head[4:6] in _EXPLICIT_LONG_VRS:
@@ -85,45 +143,150 @@ def _check_pixel_data(fh: BinaryIO, offset: int, size: int, *, implicit: bool, l
             raise IngestError(Reason.TRUNCATED, "file ends inside an encapsulated Pixel Data fragment")
 
 
+def _at_pixel_data(tag: int, vr: str | None, length: int) -> bool:
+    return int(tag) in _PIXEL_TAGS
+
+
+def _check_top_level_pixel_data(buf: BinaryIO, size: int, *, implicit: bool, little: bool) -> int | None:
+    """If ``buf`` is positioned at a top-level pixel data element, check it; return its offset."""
+    here = buf.tell()
+    tag_bytes = buf.read(4)
+    if len(tag_bytes) < 4:
+        return None
+    group, elem = struct.unpack(("<" if little else ">") + "HH", tag_bytes)
+    if (group << 16 | elem) not in _PIXEL_TAGS:
+        return None
+    _check_pixel_data(buf, here, size, implicit=implicit, little=little)
+    return here
+
+
+def _inflate(fh: BinaryIO, start: int) -> bytes:
+    """The inflated data set of a Deflated Explicit VR Little Endian file; refuse a cut stream."""
+    fh.seek(start)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(fh.read()) + inflater.flush()
+    except zlib.error as exc:
+        raise IngestError(Reason.MALFORMED, f"the deflated data set cannot be inflated: {exc}") from exc
+    if not inflater.eof:
+        raise IngestError(Reason.TRUNCATED, "the deflated data set ends before its deflate stream does")
+    return data
+
+
+class _ShortReadWatch:
+    """A file wrapper noting reads cut short by the end of the file.
+
+    pydicom only warns when the file ends inside an element and returns what it read, so a
+    file cut inside its header would otherwise be refused later with a misleading reason
+    (a missing attribute) or even stored.
+    """
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self._fh = fh
+        self.name = getattr(fh, "name", "<file>")
+        self.cut_short = False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._fh.read(size)
+        if size is not None and size > 0 and 0 < len(data) < size:
+            self.cut_short = True
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+
+def _read_header(fh: BinaryIO) -> Dataset:
+    watch = _ShortReadWatch(fh)
+    try:
+        ds = pydicom.dcmread(watch, stop_before_pixels=True, force=True)
+    except zlib.error as exc:
+        if "truncated" in str(exc):
+            raise IngestError(Reason.TRUNCATED, "the deflated data set ends before its deflate stream does") from exc
+        raise IngestError(Reason.MALFORMED, f"the deflated data set cannot be inflated: {exc}") from exc
+    except (InvalidDicomError, EOFError, struct.error) as exc:
+        raise IngestError(Reason.MALFORMED, f"cannot parse the data set: {exc}") from exc
+    except NotImplementedError as exc:
+        raise IngestError(Reason.UNSUPPORTED, f"unsupported encoding: {exc}") from exc
+    except Exception as exc:  # pydicom raises many kinds on corrupt input
+        raise IngestError(Reason.MALFORMED, f"cannot parse the data set: {type(exc).__name__}: {exc}") from exc
+    if watch.cut_short:
+        raise IngestError(Reason.TRUNCATED, "the file ends inside a data element of its header")
+    return ds
+
+
 def parse_file(path: Path) -> ParsedInstance:
     """Parse and check the file at ``path``; raise :class:`IngestError` with the reason."""
     size = os.path.getsize(path)
-    if size < 132:
-        raise IngestError(Reason.NOT_DICOM, f"file of {size} bytes is too short to be DICOM Part 10")
     with open(path, "rb") as fh:
-        fh.seek(128)
-        if fh.read(4) != b"DICM":
+        head = fh.read(PART10_PREFIX_LENGTH)
+        # Accepted deliberately: a Part 10 file written without its 128-byte preamble and
+        # 'DICM' prefix, i.e. one that starts directly with its File Meta Information
+        # (some older writers and hand-made files do this; pydicom reads them with force).
+        # The file meta names the transfer syntax, so nothing is guessed; the ingest service
+        # stores preamble + 'DICM' + the original bytes unchanged (no re-encoding), so the
+        # stored object is a valid Part 10 file. A bare data set with no group 0002 at all
+        # is refused: its transfer syntax would have to be guessed.
+        missing_preamble = head[PREAMBLE_LENGTH:] != b"DICM"
+        if missing_preamble and not _starts_with_file_meta(head):
+            if size < PART10_PREFIX_LENGTH:
+                raise IngestError(Reason.NOT_DICOM, f"file of {size} bytes is too short to be DICOM Part 10")
             raise IngestError(
-                Reason.NOT_DICOM, "not a DICOM Part 10 file: no 'DICM' prefix after the 128-byte preamble"
+                Reason.NOT_DICOM,
+                "not a DICOM Part 10 file: no 'DICM' prefix after the 128-byte preamble and no "
+                "File Meta Information (0002,eeee) at the start",
             )
+        meta_start = 0 if missing_preamble else PART10_PREFIX_LENGTH
+        meta_end = _file_meta_end(fh, meta_start, size)
+        if meta_end == meta_start:
+            raise IngestError(Reason.MALFORMED, "file has the 'DICM' prefix but no File Meta Information (0002,eeee)")
         fh.seek(0)
-        try:
-            ds = pydicom.dcmread(fh, stop_before_pixels=True)
-        except (InvalidDicomError, EOFError, struct.error) as exc:
-            raise IngestError(Reason.MALFORMED, f"cannot parse the data set: {exc}") from exc
-        except NotImplementedError as exc:
-            raise IngestError(Reason.UNSUPPORTED, f"unsupported encoding: {exc}") from exc
-        except Exception as exc:  # pydicom raises many kinds on corrupt input
-            raise IngestError(Reason.MALFORMED, f"cannot parse the data set: {type(exc).__name__}: {exc}") from exc
+        ds = _read_header(fh)
         meta = ds.file_meta
         ts = str(meta.get("TransferSyntaxUID", "") or "")
         if not ts:
             raise IngestError(Reason.MALFORMED, "file meta information has no Transfer Syntax UID (0002,0010)")
         if not _valid_uid(ts):
             raise IngestError(Reason.MALFORMED, f"Transfer Syntax UID {ts!r} is not a valid UID")
+        if str(meta.get("MediaStorageSOPClassUID", "") or "") == MEDIA_STORAGE_DIRECTORY:
+            raise IngestError(
+                Reason.UNSUPPORTED,
+                "a DICOMDIR (Media Storage Directory) is an index of removable media, not an instance: "
+                "import the folder it is in",
+            )
+        uid = UID(ts)
+        little = uid.is_little_endian if uid.is_transfer_syntax else True
+        implicit = uid.is_implicit_VR if uid.is_transfer_syntax else False
         pixel_offset: int | None = None
-        if ts != DeflatedExplicitVRLittleEndian:
-            here = fh.tell()
-            fh.seek(here)
-            tag_bytes = fh.read(4)
-            if len(tag_bytes) == 4:
-                uid = UID(ts)
-                little = uid.is_little_endian if uid.is_transfer_syntax else True
-                implicit = uid.is_implicit_VR if uid.is_transfer_syntax else False
-                group, elem = struct.unpack(("<" if little else ">") + "HH", tag_bytes)
-                if (group << 16 | elem) in _PIXEL_TAGS:
-                    pixel_offset = here
-                    _check_pixel_data(fh, here, size, implicit=implicit, little=little)
+        if ts == DeflatedExplicitVRLittleEndian:
+            # The offset of Pixel Data inside the inflated stream means nothing in the file.
+            inflated = _inflate(fh, meta_end)
+            buf = io.BytesIO(inflated)
+            try:
+                pydicom.filereader.read_dataset(buf, False, True, stop_when=_at_pixel_data)
+            except Exception as exc:
+                raise IngestError(Reason.MALFORMED, f"cannot parse the inflated data set: {exc}") from exc
+            _check_top_level_pixel_data(buf, len(inflated), implicit=False, little=True)
+        else:
+            stopped_at = fh.tell()
+            fh.seek(meta_end)
+            first = fh.read(6)
+            if len(first) == 6 and first[:2] != b"\x00\x00" and _looks_like_vr(first[4:6]) == implicit:
+                # The data set is not encoded as its transfer syntax says: pydicom guesses and
+                # reads on, but every other reader (and every peer we send it to) trusts the
+                # transfer syntax, so these bytes cannot be served as they are.
+                found, declared = ("explicit", "implicit") if implicit else ("implicit", "explicit")
+                raise IngestError(
+                    Reason.MALFORMED,
+                    f"the data set is encoded in {found} VR but its Transfer Syntax {ts} is {declared} VR",
+                )
+            fh.seek(stopped_at)
+            pixel_offset = _check_top_level_pixel_data(fh, size, implicit=implicit, little=little)
+            if pixel_offset is not None and missing_preamble:
+                pixel_offset += PART10_PREFIX_LENGTH
     try:
         # Force decoding of every value now, so a broken element is refused here and not
         # discovered later by a viewer.
@@ -136,20 +299,20 @@ def parse_file(path: Path) -> ParsedInstance:
     # (0008,0016)/(0008,0018) are empty while the file meta information (0002,0002)/(0002,0003)
     # names them (the shared Siemens CT series does). The file meta values are used for the
     # index; the bytes are stored unchanged.
-    sop_class = str(ds.get("SOPClassUID", "") or "") or str(meta.get("MediaStorageSOPClassUID", "") or "")
-    sop_instance = str(ds.get("SOPInstanceUID", "") or "") or str(meta.get("MediaStorageSOPInstanceUID", "") or "")
+    sop_class = _uid_text(ds, "SOPClassUID") or _uid_text(meta, "MediaStorageSOPClassUID")
+    sop_instance = _uid_text(ds, "SOPInstanceUID") or _uid_text(meta, "MediaStorageSOPInstanceUID")
     checks = {
         "SOP Class UID (0008,0016)": sop_class,
         "SOP Instance UID (0008,0018)": sop_instance,
-        "Study Instance UID (0020,000D)": str(ds.get("StudyInstanceUID", "") or ""),
-        "Series Instance UID (0020,000E)": str(ds.get("SeriesInstanceUID", "") or ""),
+        "Study Instance UID (0020,000D)": _uid_text(ds, "StudyInstanceUID"),
+        "Series Instance UID (0020,000E)": _uid_text(ds, "SeriesInstanceUID"),
     }
     for name, value in checks.items():
         if not value:
             raise IngestError(Reason.MISSING_ATTRIBUTE, f"{name} is missing or empty")
         if not _valid_uid(value):
-            raise IngestError(Reason.INVALID_ATTRIBUTE, f"{name} {value!r} is not a valid UID")
-    media_uid = str(meta.get("MediaStorageSOPInstanceUID", "") or "")
+            raise IngestError(Reason.INVALID_ATTRIBUTE, f"{name} {value[:80]!r} is not a valid UID")
+    media_uid = _uid_text(meta, "MediaStorageSOPInstanceUID")
     if media_uid and media_uid != checks["SOP Instance UID (0008,0018)"]:
         raise IngestError(
             Reason.INVALID_ATTRIBUTE,
@@ -163,6 +326,19 @@ def parse_file(path: Path) -> ParsedInstance:
         sop_instance_uid=checks["SOP Instance UID (0008,0018)"],
         study_instance_uid=checks["Study Instance UID (0020,000D)"],
         series_instance_uid=checks["Series Instance UID (0020,000E)"],
-        file_size=size,
+        file_size=size + (PART10_PREFIX_LENGTH if missing_preamble else 0),
         pixel_data_offset=pixel_offset,
+        missing_preamble=missing_preamble,
     )
+
+
+def _uid_text(ds: Dataset, keyword: str) -> str:
+    """A UID attribute as text; a multi-valued or non-text value is an invalid UID, not a crash."""
+    value = ds.get(keyword, "")
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, MultiValue | list | tuple):
+        return "\\".join(str(v) for v in value)
+    return str(value)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import uuid
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
+from pydicom.multival import MultiValue
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -30,7 +32,7 @@ from radsight.config import DuplicatePolicy, Settings
 from radsight.index.db import Database
 from radsight.index.models import Instance, Patient, Series, Study
 from radsight.ingest.errors import IngestError, Reason
-from radsight.ingest.parse import ParsedInstance, parse_file
+from radsight.ingest.parse import PREAMBLE_LENGTH, ParsedInstance, parse_file
 from radsight.storage.base import Storage, StorageError
 
 log = logging.getLogger(__name__)
@@ -72,23 +74,32 @@ class StoredEvent:
 
 
 def _text(ds: Dataset, keyword: str, limit: int | None = None) -> str:
-    value = ds.get(keyword, None)
+    """An attribute as index text. Never raises: a value the index cannot hold is cleaned, not refused."""
+    try:
+        value = ds.get(keyword, None)
+    except Exception:  # a value pydicom cannot decode; parse_file normally refuses these first
+        return ""
     if value is None:
         return ""
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        text = "\\".join(str(v) for v in value)
-    else:
-        text = str(value)
-    text = text.strip()
+    text = "\\".join(str(v) for v in value) if isinstance(value, MultiValue | list | tuple) else str(value)
+    # PostgreSQL text holds neither NUL nor lone surrogates (from undecodable character sets).
+    text = text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8").strip()
     return text[:limit] if limit else text
 
 
+_INT32 = 2**31 - 1
+
+
 def _int(ds: Dataset, keyword: str) -> int | None:
-    value = ds.get(keyword, None)
+    """An integer attribute for the index, or None if absent, not a number or out of range."""
     try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
+        value = ds.get(keyword, None)
+        if isinstance(value, MultiValue | list | tuple):
+            value = value[0] if value else None
+        number = int(value) if value not in (None, "") else None
+    except Exception:
         return None
+    return number if number is not None and -_INT32 <= number <= _INT32 else None
 
 
 Listener = Callable[[StoredEvent], Any]
@@ -141,17 +152,51 @@ class IngestService:
         self, path: Path, *, move: bool = False, source: str = "import", calling_ae: str = ""
     ) -> IngestResult:
         """Ingest one Part 10 file. With ``move`` the file is consumed (taken over or removed)."""
+        framed: Path | None = None
         try:
             try:
                 parsed = parse_file(Path(path))
             except IngestError as exc:
                 return IngestResult(Outcome.REFUSED, reason=exc.reason, message=exc.message)
             except OSError as exc:
-                return IngestResult(Outcome.REFUSED, reason=Reason.STORAGE_FAILURE, message=str(exc))
-            return self._store(parsed, Path(path), move=move, source=source, calling_ae=calling_ae)
+                return IngestResult(Outcome.REFUSED, reason=Reason.STORAGE_FAILURE, message=f"cannot read: {exc}")
+            source_path = Path(path)
+            if parsed.missing_preamble:
+                # See parse_file: the original bytes are kept, with the Part 10 prefix in front.
+                framed = self._with_preamble(source_path)
+                source_path, move_source = framed, True
+            else:
+                move_source = move
+            try:
+                return self._store(parsed, source_path, move=move_source, source=source, calling_ae=calling_ae)
+            except Exception as exc:
+                # The index or storage failed in a way we did not foresee: refuse (never
+                # acknowledge) rather than let one instance take down an association.
+                log.exception("ingest of %s failed", parsed.sop_instance_uid)
+                return IngestResult(
+                    Outcome.REFUSED,
+                    sop_instance_uid=parsed.sop_instance_uid,
+                    sop_class_uid=parsed.sop_class_uid,
+                    reason=Reason.STORAGE_FAILURE,
+                    message=f"could not store or index the instance: {type(exc).__name__}: {exc}",
+                )
         finally:
+            if framed is not None and framed.exists():
+                framed.unlink()
             if move and os.path.exists(path):
                 os.unlink(path)
+
+    def _with_preamble(self, path: Path) -> Path:
+        """A spool copy of ``path`` with a zero preamble and 'DICM' written in front."""
+        framed = self.new_spool_path()
+        try:
+            with open(path, "rb") as src, open(framed, "wb") as dst:
+                dst.write(b"\x00" * PREAMBLE_LENGTH + b"DICM")
+                shutil.copyfileobj(src, dst, 1024 * 1024)
+        except BaseException:
+            framed.unlink(missing_ok=True)
+            raise
+        return framed
 
     # -- the work -------------------------------------------------------------
     def _existing_key(self, session: Session, sop_uid: str) -> str | None:
@@ -188,6 +233,10 @@ class IngestService:
                 if attempt == 4:
                     self.storage.delete(key)
                     raise
+            except BaseException:
+                # Not indexed, so never acknowledged: leave no orphan file behind.
+                self.storage.delete(key)
+                raise
         if replaced is _DUPLICATE:
             self.storage.delete(key)
             base.outcome = Outcome.DUPLICATE
@@ -282,7 +331,7 @@ class IngestService:
                     .where(Study.id == study.id)
                     .values(
                         number_of_series=Study.number_of_series + 1,
-                        modalities_in_study="\\".join(sorted(modalities)),
+                        modalities_in_study="\\".join(sorted(modalities))[:128],
                     )
                 )
 
