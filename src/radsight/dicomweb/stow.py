@@ -1,7 +1,286 @@
-"""DICOMweb STOW-RS (PS3.18)."""
+"""DICOMweb STOW-RS (PS3.18 10.5): ``POST /studies`` and ``POST /studies/{study}``.
+
+The body (``multipart/related; type="application/dicom"``, or a single ``application/dicom``
+instance) is streamed part by part into spool files and each part is handed to the ingest
+service as soon as it is complete, so a request of several GB never sits in memory.
+The multipart framing is parsed by python-multipart's ``MultipartParser``: despite its
+name it is a generic RFC 2046 boundary parser (Starlette's form parsing uses it for
+``multipart/form-data`` on top), streaming and maintained; only the form-data layer on
+top of it is specific to forms, and we do not use that layer.
+
+Response (PS3.18 Table 10.5.3-3): RetrieveURL of the study, ReferencedSOPSequence for the
+instances stored (duplicates included: the archive holds the instance, which is what the
+sender needs to know; PS3.18 has no warning code meaning "already stored" and 0xB007 would
+wrongly say the data set does not match its SOP class), and FailedSOPSequence with
+FailureReason = the C-STORE status (0xA700 out of resources, 0xA900 data set does not match
+SOP class / wrong study, 0xC000 cannot understand). The standard item has no text field,
+so the human reason travels in a private element of each failed item, (0009,xx01) LT with
+private creator ``RADSIGHT`` (see ``FAILURE_TEXT_CREATOR``): standard-conformant (private
+elements are allowed in any data set) and ignored by clients that do not know it.
+HTTP status: 200 all stored, 202 some failed, 409 none stored. Instances stored before a
+request fails (malformed framing, too large) stay stored.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
+
+import pydicom
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.responses import JSONResponse
+from pydicom.dataset import Dataset
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
+from starlette.concurrency import run_in_threadpool
+
+from radsight.api.deps import ArchiveDep
+from radsight.archive import Archive
+from radsight.ingest.errors import Reason
+from radsight.ingest.service import IngestResult, Outcome
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 router = APIRouter()
+
+DICOM_JSON = "application/dicom+json"
+FAILURE_TEXT_CREATOR = "RADSIGHT"
+FAILURE_TEXT_GROUP = 0x0009
+FAILURE_TEXT_ELEMENT = 0x01
+
+
+class _BadRequest(Exception):
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
+
+
+@dataclass
+class _PartWriter:
+    """Receives python-multipart's callbacks and writes each part to its own spool file."""
+
+    archive: Archive
+    finished: list[tuple[Path, str]] = field(default_factory=list)  # (spool path, part media type)
+    count: int = 0
+    _fh: BinaryIO | None = None
+    _path: Path | None = None
+    _headers: dict[str, str] = field(default_factory=dict)
+    _field: bytearray = field(default_factory=bytearray)
+    _value: bytearray = field(default_factory=bytearray)
+
+    def callbacks(self) -> MultipartCallbacks:
+        callbacks: dict[str, Any] = {
+            "on_part_begin": self.part_begin,
+            "on_header_field": lambda d, s, e: self._field.extend(d[s:e]),
+            "on_header_value": lambda d, s, e: self._value.extend(d[s:e]),
+            "on_header_end": self.header_end,
+            "on_headers_finished": self.headers_finished,
+            "on_part_data": self.part_data,
+            "on_part_end": self.part_end,
+        }
+        return cast("MultipartCallbacks", callbacks)
+
+    def part_begin(self) -> None:
+        self._headers = {}
+
+    def header_end(self) -> None:
+        self._headers[self._field.decode("latin-1").strip().lower()] = self._value.decode("latin-1").strip()
+        self._field.clear()
+        self._value.clear()
+
+    def headers_finished(self) -> None:
+        self._path = self.archive.ingest.new_spool_path()
+        self._fh = open(self._path, "wb")  # noqa: SIM115 - closed in part_end / discard
+
+    def part_data(self, data: bytes, start: int, end: int) -> None:
+        # Plain blocking writes: they go to the page cache and are short (one network chunk);
+        # the fsync happens in the ingest service, which runs in the thread pool.
+        assert self._fh is not None
+        self._fh.write(memoryview(data)[start:end])
+
+    def part_end(self) -> None:
+        assert self._fh is not None and self._path is not None
+        self._fh.close()
+        self.count += 1
+        self.finished.append((self._path, self._headers.get("content-type", "")))
+        self._fh = self._path = None
+
+    def discard(self) -> None:
+        """Remove the spool files of parts not handed to the ingest service."""
+        if self._fh is not None:
+            self._fh.close()
+        paths = [p for p, _ in self.finished] + ([self._path] if self._path else [])
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        self.finished.clear()
+        self._fh = self._path = None
+
+
+def _media_type(value: str) -> tuple[str, dict[str, str]]:
+    main, params = parse_options_header(value)
+    return main.decode("latin-1"), {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in params.items()}
+
+
+def _ingest_part(archive: Archive, path: Path, media_type: str, study: str | None) -> IngestResult:
+    """Check one spooled part and ingest it (runs in the thread pool: parsing and fsync block)."""
+    try:
+        if media_type:
+            main, _ = _media_type(media_type)
+            if main != "application/dicom":
+                return IngestResult(
+                    Outcome.REFUSED,
+                    reason=Reason.UNSUPPORTED,
+                    message=f"part has media type {main!r}; only application/dicom parts are accepted",
+                )
+        if study is not None:
+            tags = ["StudyInstanceUID", "SOPClassUID", "SOPInstanceUID"]
+            try:
+                header: Dataset | None = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
+            except Exception:
+                header = None  # not readable: the ingest service gives the precise reason
+            found = str(header.get("StudyInstanceUID", "")).strip("\x00 ") if header is not None else study
+            if header is not None and found != study:
+                return IngestResult(
+                    Outcome.REFUSED,
+                    sop_class_uid=str(header.get("SOPClassUID", "")),
+                    sop_instance_uid=str(header.get("SOPInstanceUID", "")),
+                    study_instance_uid=found,
+                    reason=Reason.INVALID_ATTRIBUTE,
+                    message=f"instance belongs to study {found or '(none)'}, not to {study} named in the URL",
+                )
+        return archive.ingest.ingest_file(path, move=True, source="stow")
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _service_root(request: Request) -> str:
+    return str(request.url_for("store_instances")).rsplit("/studies", 1)[0]
+
+
+def _response(request: Request, results: list[IngestResult], study: str | None) -> JSONResponse:
+    root = _service_root(request)
+    ds = Dataset()
+    stored = [r for r in results if r.ok]
+    failed = [r for r in results if not r.ok]
+    studies = {r.study_instance_uid for r in stored}
+    if study is not None or len(studies) == 1:
+        ds.RetrieveURL = f"{root}/studies/{study or studies.pop()}"
+    if stored:
+        items = []
+        for r in stored:
+            item = Dataset()
+            item.ReferencedSOPClassUID = r.sop_class_uid
+            item.ReferencedSOPInstanceUID = r.sop_instance_uid
+            item.RetrieveURL = (
+                f"{root}/studies/{r.study_instance_uid}/series/{r.series_instance_uid}/instances/{r.sop_instance_uid}"
+            )
+            items.append(item)
+        ds.ReferencedSOPSequence = items
+    if failed:
+        items = []
+        for r in failed:
+            item = Dataset()
+            item.ReferencedSOPClassUID = r.sop_class_uid or None
+            item.ReferencedSOPInstanceUID = r.sop_instance_uid or None
+            item.FailureReason = r.dimse_status
+            block = item.private_block(FAILURE_TEXT_GROUP, FAILURE_TEXT_CREATOR, create=True)
+            block.add_new(FAILURE_TEXT_ELEMENT, "LT", f"{r.reason}: {r.message}" if r.reason else r.message)
+            items.append(item)
+        ds.FailedSOPSequence = items
+    code = status.HTTP_200_OK if not failed else status.HTTP_202_ACCEPTED if stored else status.HTTP_409_CONFLICT
+    return JSONResponse(ds.to_json_dict(), status_code=code, media_type=DICOM_JSON)
+
+
+async def _receive(request: Request, archive: Archive, study: str | None) -> list[IngestResult]:
+    main, params = _media_type(request.headers.get("content-type", ""))
+    limit = archive.settings.max_upload_bytes
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise _BadRequest(status.HTTP_413_CONTENT_TOO_LARGE, f"body of {length} bytes exceeds {limit}")
+    if main == "application/dicom":
+        boundary = None
+    elif main == "multipart/related":
+        part_type = params.get("type", "application/dicom").lower()
+        if part_type != "application/dicom":
+            raise _BadRequest(
+                status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                f'multipart/related type="{part_type}" is not supported; send type="application/dicom"',
+            )
+        boundary = params.get("boundary")
+        if not boundary:
+            raise _BadRequest(status.HTTP_400_BAD_REQUEST, "multipart/related Content-Type without a boundary")
+    else:
+        raise _BadRequest(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            f"Content-Type {main or '(none)'} is not supported; send multipart/related; "
+            'type="application/dicom" (or one application/dicom instance)',
+        )
+
+    writer = _PartWriter(archive)
+    results: list[IngestResult] = []
+    parser = MultipartParser(boundary, writer.callbacks()) if boundary else None
+    if parser is None:  # a single application/dicom body is one part
+        writer.part_begin()
+        writer.headers_finished()
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise _BadRequest(
+                    status.HTTP_413_CONTENT_TOO_LARGE,
+                    f"body exceeds {limit} bytes; {len(results)} instance(s) received before were kept",
+                )
+            if parser is None:
+                writer.part_data(chunk, 0, len(chunk))
+            else:
+                try:
+                    parser.write(chunk)
+                except MultipartParseError as exc:
+                    raise _BadRequest(status.HTTP_400_BAD_REQUEST, f"malformed multipart body: {exc}") from exc
+            while writer.finished:
+                path, media_type = writer.finished.pop(0)
+                results.append(await run_in_threadpool(_ingest_part, archive, path, media_type, study))
+        if parser is None:
+            writer.part_end()
+        elif parser.state != MultipartState.END:
+            raise _BadRequest(
+                status.HTTP_400_BAD_REQUEST,
+                "malformed multipart body: it ends without the closing boundary "
+                f"(--{boundary}--); {len(results)} complete part(s) before it were processed",
+            )
+        while writer.finished:
+            path, media_type = writer.finished.pop(0)
+            results.append(await run_in_threadpool(_ingest_part, archive, path, media_type, study))
+    finally:
+        writer.discard()
+    if not results:
+        raise _BadRequest(status.HTTP_400_BAD_REQUEST, "the body holds no parts")
+    return results
+
+
+async def _store(request: Request, archive: Archive, study: str | None) -> JSONResponse:
+    try:
+        results = await _receive(request, archive, study)
+    except _BadRequest as exc:
+        raise HTTPException(exc.status_code, exc.detail) from exc
+    return _response(request, results, study)
+
+
+@router.post("/studies", name="store_instances")
+async def store_instances(request: Request, archive: ArchiveDep) -> JSONResponse:
+    """Store Instances (PS3.18 10.5)."""
+    return await _store(request, archive, None)
+
+
+@router.post("/studies/{study}", name="store_instances_in_study")
+async def store_instances_in_study(study: str, request: Request, archive: ArchiveDep) -> JSONResponse:
+    """Store Instances of one study; instances of another study fail with 0xA900."""
+    return await _store(request, archive, study)

@@ -1,0 +1,246 @@
+"""STOW-RS against a running server: real clients, real files, the stored rows and bytes checked."""
+
+from __future__ import annotations
+
+import io
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pydicom
+import pytest
+import requests
+from dicomweb_client.api import DICOMwebClient
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from sqlalchemy import select
+from tests.conftest import RunningServer
+from tests.dicom_factory import make_ct
+
+from radsight.dicomweb.stow import FAILURE_TEXT_CREATOR, FAILURE_TEXT_GROUP
+from radsight.index.models import Instance, Study
+
+BOUNDARY = "RadSight-Test-Boundary-7d1"
+MULTIPART = f'multipart/related; type="application/dicom"; boundary="{BOUNDARY}"'
+
+
+def encode(ds: pydicom.Dataset) -> bytes:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def multipart(parts: list[bytes], *, closing: bool = True, part_type: str = "application/dicom") -> bytes:
+    body = b""
+    for part in parts:
+        body += f"\r\n--{BOUNDARY}\r\nContent-Type: {part_type}\r\n\r\n".encode() + part
+    if closing:
+        body += f"\r\n--{BOUNDARY}--\r\n".encode()
+    return body
+
+
+def stored_bytes(server: RunningServer, sop_uid: str) -> bytes | None:
+    with server.archive.db.session() as s:
+        key = s.scalar(select(Instance.storage_key).where(Instance.sop_instance_uid == sop_uid))
+    if key is None:
+        return None
+    path = server.archive.storage.local_path(key)
+    assert path is not None
+    return path.read_bytes()
+
+
+def dicomweb_client(server: RunningServer) -> DICOMwebClient:
+    session = requests.Session()
+    session.auth = (server.username, server.password)
+    return DICOMwebClient(url=server.dicomweb, session=session)
+
+
+def failure_text(item: pydicom.Dataset) -> str:
+    return str(item.private_block(FAILURE_TEXT_GROUP, FAILURE_TEXT_CREATOR)[0x01].value)
+
+
+def test_store_real_files_in_one_request_with_dicomweb_client(server: RunningServer, shared_data: Path) -> None:
+    files = [
+        shared_data / "dicom/wg04/REF/CT1_UNC",
+        shared_data / "dicom/wg04/REF/MR1_UNC",
+        shared_data / "dicom/wg04/JPLL/NM1_JPLL",
+        shared_data / "dicom/dcmqi/segmentations/ct-3slice/01.dcm",
+        shared_data / "dicom/dcmqi/segmentations/ct-3slice/02.dcm",
+        shared_data / "dicom/dcmqi/segmentations/liver.dcm",
+        shared_data / "dicom/dcmqi/sr-example/sr.dcm",
+    ]
+    datasets = [pydicom.dcmread(f) for f in files]
+    response = dicomweb_client(server).store_instances(datasets)
+
+    assert "FailedSOPSequence" not in response
+    refs = {item.ReferencedSOPInstanceUID: item for item in response.ReferencedSOPSequence}
+    assert set(refs) == {ds.SOPInstanceUID for ds in datasets}
+    for ds in datasets:
+        item = refs[ds.SOPInstanceUID]
+        assert item.ReferencedSOPClassUID == ds.SOPClassUID
+        assert item.RetrieveURL == (
+            f"{server.dicomweb}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+            f"/instances/{ds.SOPInstanceUID}"
+        )
+        stored = stored_bytes(server, ds.SOPInstanceUID)
+        assert stored is not None
+        assert pydicom.dcmread(io.BytesIO(stored)).SOPInstanceUID == ds.SOPInstanceUID
+    assert "RetrieveURL" not in response  # instances of several studies
+    with server.archive.db.session() as s:
+        liver_study = s.scalar(select(Study).where(Study.study_instance_uid == datasets[3].StudyInstanceUID))
+        assert liver_study is not None
+        assert liver_study.number_of_instances == 3
+        assert liver_study.modalities_in_study == "CT\\SEG"
+
+
+def test_one_garbage_part_gives_202_and_the_others_are_stored(server: RunningServer) -> None:
+    study, series = generate_uid(), generate_uid()
+    good = [make_ct(study_uid=study, series_uid=series, instance_number=i) for i in (1, 2)]
+    bodies = [encode(ds) for ds in good]
+    garbage = b"this is not a DICOM file" * 10
+    with server.client() as c:
+        r = c.post("/dicomweb/studies", content=multipart([bodies[0], garbage, bodies[1]]),
+                   headers={"Content-Type": MULTIPART})
+    assert r.status_code == 202, r.text
+    assert r.headers["content-type"] == "application/dicom+json"
+    ds = pydicom.Dataset.from_json(r.json())
+    assert [i.ReferencedSOPInstanceUID for i in ds.ReferencedSOPSequence] == [d.SOPInstanceUID for d in good]
+    assert len(ds.FailedSOPSequence) == 1
+    failed = ds.FailedSOPSequence[0]
+    assert failed.FailureReason == 0xC000
+    assert "not-dicom" in failure_text(failed)
+    assert ds.RetrieveURL == f"{server.dicomweb}/studies/{good[0].StudyInstanceUID}"
+    for d, body in zip(good, bodies, strict=True):
+        assert stored_bytes(server, d.SOPInstanceUID) == body  # stored as received
+
+
+def test_all_parts_failing_gives_409(server: RunningServer) -> None:
+    truncated = encode(make_ct())[:-100]
+    with server.client() as c:
+        r = c.post("/dicomweb/studies", content=multipart([b"garbage", truncated]), headers={"Content-Type": MULTIPART})
+    assert r.status_code == 409, r.text
+    ds = pydicom.Dataset.from_json(r.json())
+    assert "ReferencedSOPSequence" not in ds
+    assert [i.FailureReason for i in ds.FailedSOPSequence] == [0xC000, 0xC000]
+    assert "truncated" in failure_text(ds.FailedSOPSequence[1])
+
+
+def test_store_into_named_study_refuses_instances_of_another_study(server: RunningServer) -> None:
+    study = generate_uid()
+    inside = make_ct(study_uid=study)
+    outside = make_ct()
+    with server.client() as c:
+        r = c.post(f"/dicomweb/studies/{study}", content=multipart([encode(inside), encode(outside)]),
+                   headers={"Content-Type": MULTIPART})
+    assert r.status_code == 202, r.text
+    ds = pydicom.Dataset.from_json(r.json())
+    assert ds.RetrieveURL == f"{server.dicomweb}/studies/{study}"
+    assert [i.ReferencedSOPInstanceUID for i in ds.ReferencedSOPSequence] == [inside.SOPInstanceUID]
+    failed = ds.FailedSOPSequence[0]
+    assert (failed.ReferencedSOPInstanceUID, failed.FailureReason) == (outside.SOPInstanceUID, 0xA900)
+    assert outside.StudyInstanceUID in failure_text(failed)
+    assert stored_bytes(server, inside.SOPInstanceUID) is not None
+    assert stored_bytes(server, outside.SOPInstanceUID) is None
+
+
+def test_duplicate_is_a_success_and_single_part_body(server: RunningServer) -> None:
+    body = encode(make_ct())
+    with server.client() as c:
+        first = c.post("/dicomweb/studies", content=body, headers={"Content-Type": "application/dicom"})
+        again = c.post("/dicomweb/studies", content=multipart([body]), headers={"Content-Type": MULTIPART})
+    assert first.status_code == 200, first.text
+    assert again.status_code == 200, again.text
+    assert len(pydicom.Dataset.from_json(again.json()).ReferencedSOPSequence) == 1
+
+
+def test_type_parameter_may_be_missing(server: RunningServer) -> None:
+    ds = make_ct()
+    with server.client() as c:
+        r = c.post("/dicomweb/studies", content=multipart([encode(ds)]),
+                   headers={"Content-Type": f"multipart/related; boundary={BOUNDARY}"})
+    assert r.status_code == 200, r.text
+    assert stored_bytes(server, ds.SOPInstanceUID) is not None
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "multipart/form-data; boundary=x", f'multipart/related; type="application/dicom+xml"; '
+     f"boundary={BOUNDARY}"],
+)
+def test_unsupported_media_type_is_415(server: RunningServer, content_type: str) -> None:
+    with server.client() as c:
+        r = c.post("/dicomweb/studies", content=multipart([encode(make_ct())]), headers={"Content-Type": content_type})
+    assert r.status_code == 415, r.text
+
+
+def test_malformed_multipart_is_400(server: RunningServer) -> None:
+    complete, cut = make_ct(), make_ct()
+    with server.client() as c:
+        no_boundary = c.post("/dicomweb/studies", content=multipart([encode(complete)]),
+                             headers={"Content-Type": 'multipart/related; type="application/dicom"'})
+        unclosed = c.post("/dicomweb/studies", content=multipart([encode(complete), encode(cut)], closing=False),
+                          headers={"Content-Type": MULTIPART})
+        wrong_boundary = c.post("/dicomweb/studies", content=b"--other\r\n\r\nxx\r\n--other--",
+                                headers={"Content-Type": MULTIPART})
+        empty = c.post("/dicomweb/studies", content=f"--{BOUNDARY}--\r\n".encode(), headers={"Content-Type": MULTIPART})
+    assert no_boundary.status_code == 400 and "boundary" in no_boundary.json()["detail"]
+    assert unclosed.status_code == 400 and "closing boundary" in unclosed.json()["detail"]
+    assert wrong_boundary.status_code == 400 and "malformed" in wrong_boundary.json()["detail"]
+    assert empty.status_code == 400
+    # The part completed before the framing error stays stored; the cut one is not stored.
+    assert stored_bytes(server, complete.SOPInstanceUID) == encode(complete)
+    assert stored_bytes(server, cut.SOPInstanceUID) is None
+    assert not list(server.archive.storage.spool_dir().glob("in-*"))  # no spool files left
+
+
+def test_too_large_is_413(server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    ds = make_ct()
+    body = multipart([encode(ds)])
+    monkeypatch.setattr(server.archive.settings, "max_upload_bytes", len(body) - 1)
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit is enforced while streaming
+        for i in range(0, len(body), 100):
+            yield body[i : i + 100]
+
+    with server.client() as c:
+        declared = c.post("/dicomweb/studies", content=body, headers={"Content-Type": MULTIPART})
+        streamed = c.post("/dicomweb/studies", content=chunks(), headers={"Content-Type": MULTIPART})
+    assert declared.status_code == 413
+    assert streamed.status_code == 413
+    assert stored_bytes(server, ds.SOPInstanceUID) is None
+
+
+def test_unauthenticated_is_401(server: RunningServer) -> None:
+    r = httpx.post(f"{server.dicomweb}/studies", content=multipart([encode(make_ct())]),
+                   headers={"Content-Type": MULTIPART})
+    assert r.status_code == 401
+
+
+def test_large_multiframe_is_streamed_not_buffered(server: RunningServer) -> None:
+    frames, rows, cols = 24, 1024, 1024  # 48 MiB of pixel data
+    ds = make_ct(rows=rows, columns=cols)
+    ds.NumberOfFrames = frames
+    ds.PixelData = np.ones((frames, rows, cols), dtype=np.uint16).tobytes()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    body = multipart([encode(ds)])
+    del ds.PixelData
+
+    def chunks() -> Iterator[bytes]:
+        view = memoryview(body)
+        for i in range(0, len(body), 1 << 20):
+            yield bytes(view[i : i + (1 << 20)])
+
+    tracemalloc.start()  # the server runs in this process: its allocations are traced too
+    try:
+        with server.client() as c:
+            r = c.post("/dicomweb/studies", content=chunks(), headers={"Content-Type": MULTIPART})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert r.status_code == 200, r.text
+    assert peak < 16 * 2**20, f"peak {peak / 2**20:.1f} MiB while storing a {len(body) / 2**20:.0f} MiB body"
+    with server.archive.db.session() as s:
+        inst = s.scalar(select(Instance).where(Instance.sop_instance_uid == ds.SOPInstanceUID))
+        assert inst is not None and inst.number_of_frames == frames
+        assert inst.file_size == len(body) - len(multipart([b""]))
