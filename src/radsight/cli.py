@@ -67,29 +67,43 @@ def import_(
     fill_missing_uids: Annotated[
         bool, typer.Option(help="Fill empty Study/Series/SOP Instance UIDs instead of refusing the file")
     ] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List every refused file")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List every refused and skipped file")] = False,
+    log_stored: Annotated[
+        bool,
+        typer.Option("--log-stored", help="Print 'stored <SOP Instance UID> <file>' as each instance is acknowledged"),
+    ] = False,
 ) -> None:
     """Import DICOM files into the archive, with a summary of what was stored and refused."""
     from radsight.ingest.importer import import_paths
+    from radsight.ingest.service import IngestResult
+
+    def acknowledge(name: str, result: IngestResult) -> None:
+        # Printed (and flushed) only after the instance is stored and indexed: a line seen
+        # by the operator or a script is a promise that the instance survives a crash.
+        if result.ok:
+            print(f"{result.outcome.value} {result.sop_instance_uid} {name}", flush=True)
 
     archive = _open(home, duplicate_policy=DuplicatePolicy.OVERWRITE if overwrite else None)
     with Progress(TextColumn("[bold]import"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
+                  console=console, transient=True, disable=log_stored) as bar:
         task = bar.add_task("import", total=None)
         summary = import_paths(archive.ingest, paths, fill_missing_uids=fill_missing_uids,
-                               progress=lambda _n: bar.advance(task))
+                               progress=lambda _n: bar.advance(task), on_result=acknowledge if log_stored else None)
     archive.close()
     table = Table(title="Import summary")
     table.add_column("outcome")
     table.add_column("count", justify="right")
-    for outcome in ("stored", "overwritten", "duplicate", "refused", "skipped"):
+    outcomes = ("stored", "overwritten", "duplicate", "refused", "skipped")
+    for outcome in outcomes:
         table.add_row(outcome, str(summary.counts.get(outcome, 0)))
     Console().print(table)
-    shown = summary.refused if verbose else summary.refused[:20]
-    for name, why in shown:
-        print(f"refused: {name}: {why}")
-    if len(summary.refused) > len(shown):
-        print(f"... and {len(summary.refused) - len(shown)} more refused (use --verbose)")
+    print("summary: " + ", ".join(f"{o} {summary.counts.get(o, 0)}" for o in outcomes))
+    for kind, entries in (("refused", summary.refused), ("skipped", summary.skipped)):
+        shown = entries if verbose else entries[:20]
+        for name, why in shown:
+            print(f"{kind}: {name}: {why}")
+        if len(entries) > len(shown):
+            print(f"... and {len(entries) - len(shown)} more {kind} (use --verbose)")
 
 
 @app.command()

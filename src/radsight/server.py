@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+from types import FrameType
 
 import uvicorn
 
@@ -11,6 +13,17 @@ from radsight.archive import Archive
 from radsight.dimse.scp import DicomServer
 
 log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises the signal that stopped it after shutting down, so the process would
+    die of SIGTERM (exit 143). A SIGTERM is the service manager's normal stop: after our
+    clean shutdown the process exits 0. SIGINT keeps uvicorn's behaviour."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if sig == signal.SIGTERM:
+            self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
 
 
 def serve(archive: Archive) -> None:
@@ -28,7 +41,7 @@ def serve(archive: Archive) -> None:
         timeout_graceful_shutdown=10,
     )
     try:
-        uvicorn.Server(config).run()
+        _Server(config).run()
     finally:
         dicom.stop()
         archive.close()

@@ -134,7 +134,10 @@ def import_paths(
     *,
     fill_missing_uids: bool = False,
     progress: Callable[[str], None] | None = None,
+    on_result: Callable[[str, IngestResult], None] | None = None,
 ) -> ImportSummary:
+    """Import every file under ``paths``. ``on_result`` is called after each file's ingest
+    returned, i.e. once an acknowledged instance is durable (stored and indexed)."""
     summary = ImportSummary()
     spool = ingest.storage.spool_dir()
     for item in iter_sources(paths, spool):
@@ -166,6 +169,8 @@ def import_paths(
                     if result.ok:
                         result.message = "UIDs filled in on import (--fill-missing-uids)"
             summary.add(item.name, result)
+            if on_result is not None:
+                on_result(item.name, result)
         finally:
             if item.cleanup and path.exists():
                 path.unlink()
