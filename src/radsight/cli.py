@@ -240,3 +240,29 @@ def send(
     print(f"sent {report.sent}, failed {report.failed}")
     if report.failed:
         raise typer.Exit(1)
+
+
+def _default_shared_data() -> Path:
+    # A source checkout sits beside shared/ (the project's data lives in ../shared/data).
+    return Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+@app.command("demo-data")
+def demo_data(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the demo DICOM files into")],
+    cxr: Annotated[int, typer.Option("--cxr", min=0, help="How many chest X-rays (balanced NORMAL / PNEUMONIA)")] = 40,
+    shared_data: Annotated[
+        Path | None,
+        typer.Option("--shared-data", envvar="RADSIGHT_SHARED_DATA", help="Shared real data (default ../shared/data)"),
+    ] = None,
+) -> None:
+    """Write demo DICOM from the real shared images: chest X-rays as DX and the NIfTI CT as a CT series."""
+    from radsight.datasets import write_demo_data
+
+    data = shared_data or _default_shared_data()
+    if not data.is_dir():
+        console.print(f"[red]shared data not found at {data} (use --shared-data or RADSIGHT_SHARED_DATA)[/red]")
+        raise typer.Exit(2)
+    written = write_demo_data(out_dir, data, cxr_count=cxr)
+    print(f"wrote {len(written.chest_xrays)} chest X-rays (DX) and a {len(written.ct_series)}-slice CT series "
+          f"to {out_dir}")
