@@ -347,17 +347,19 @@ class _Matcher:
         col = attr.column
         if _is_wild(value):
             raise InvalidMatchValue(f"{attr.keyword}: wild cards are not allowed in dates and times")
-        if value.count("-") > 1:
-            raise InvalidMatchValue(f"{attr.keyword}: {value!r} is not a valid range")
+        what = "date (YYYYMMDD)" if is_date else "time (HHMMSS.FFFFFF)"
         low, sep, high = value.partition("-")
         if not sep:
             high = low
         for part in (low, high):
             if part and not check.match(part):
-                what = "date (YYYYMMDD)" if is_date else "time (HHMMSS.FFFFFF)"
-                raise InvalidMatchValue(f"{attr.keyword}: {part!r} is not a valid {what}")
+                raise InvalidMatchValue(
+                    f"{attr.keyword}: {value!r} is not a valid {what} or range of them (a-b, -b, a-)"
+                )
         # Stored values are DICOM strings, so string order is time order; a partial upper
         # bound covers its whole period ("2020" up to "20209999", "12" up to "129999.999999").
+        if not is_date and "." in low:
+            low = low.rstrip("0").rstrip(".")  # 101010.000 is 101010, which sorts before it
         conds: list[ColumnElement[bool]] = [col != ""]
         if low:
             conds.append(col >= low)
