@@ -65,7 +65,7 @@ class UnsupportedMatchingKey(QueryError):
         self.level = level
         super().__init__(
             f"matching on {', '.join(self.keywords)} is not supported at {level} level "
-            "(not indexed); ask for the attribute with an empty value to have it returned"
+            "(not an index column, or a return-only key such as a Number Of ... Related ... counter)"
         )
 
 
@@ -232,10 +232,22 @@ def is_indexed(level: QueryLevel, keyword: str) -> bool:
 
 
 def split_filters(level: QueryLevel, filters: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    """(keys ``search`` can match or return, the others) for callers that choose to ignore the others."""
+    """(keys ``search`` can match or return, the keys it cannot match) for callers that ignore the latter.
+
+    Return-only keys (the Number Of ... Related ... counters) given a value are in both: in
+    the first with an empty value (they are returned), in the second with the value given.
+    """
     known = attributes(QueryLevel(level))
-    inside = {k: v for k, v in filters.items() if k in known or k in _CONTROL_KEYS}
-    outside = {k: v for k, v in filters.items() if k not in inside}
+    inside: dict[str, str] = {}
+    outside: dict[str, str] = {}
+    for key, value in filters.items():
+        attr = known.get(key)
+        if attr is None and key not in _CONTROL_KEYS:
+            outside[key] = value
+        elif attr is not None and attr.kind is Kind.COUNT and value.strip(" \x00*"):
+            inside[key], outside[key] = "", value
+        else:
+            inside[key] = value
     return inside, outside
 
 
