@@ -50,6 +50,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -87,7 +88,7 @@ class Plan:
     wado_repeats: int  # retrievals of each series per server
 
 
-FULL = Plan(stow_single=1000, stow_batch=2000, batch_size=10, cstore=1000, qido_studies=10000,
+FULL = Plan(stow_single=800, stow_batch=1600, batch_size=10, cstore=1000, qido_studies=10000,
             qido_queries=300, wado_large=100, wado_repeats=8)
 QUICK = Plan(stow_single=80, stow_batch=160, batch_size=10, cstore=80, qido_studies=400,
              qido_queries=42, wado_large=20, wado_repeats=2)
@@ -300,6 +301,10 @@ class Server:
     version: str = ""
     count_instances: Callable[[], int] = field(default=lambda: -1)
 
+    def cpu_seconds(self) -> float:
+        """CPU time of the server process (and children, e.g. under py-spy) so far."""
+        return process_tree_cpu(self.proc.pid) if self.proc is not None else float("nan")
+
     def client(self, timeout: float = 120.0) -> httpx.Client:
         return httpx.Client(auth=(USER, PASSWORD), timeout=timeout)
 
@@ -315,6 +320,26 @@ class Server:
             log(f"{self.name} did not stop in 20 s: killing")
             proc.kill()
             proc.wait(timeout=10)
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its descendants (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    todo, seen = [pid], set()
+    while todo and len(seen) < 1000:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
 
 
 def _wait_healthy(server: Server, url: str, auth: bool, timeout: float = 60.0) -> None:
@@ -398,7 +423,7 @@ def radsight_commit() -> str:
         return "unknown"
 
 
-def start_radsight(work: Path, ports: set[int], profile: Path | None) -> Server:
+def start_radsight(work: Path, ports: set[int], profile: Path | None, profile_wall: bool = True) -> Server:
     radsight = VENV_BIN / "radsight"
     if not radsight.exists():
         raise SystemExit(f"{radsight} not found (make setup)")
@@ -422,7 +447,9 @@ def start_radsight(work: Path, ports: set[int], profile: Path | None) -> Server:
     cmd = [str(radsight), "serve", "--home", str(home), "--http-port", str(http_port), "--dicom-port",
            str(dicom_port), "--ae-title", "RADSIGHT"]
     if profile is not None:
-        cmd = [str(VENV_BIN / "py-spy"), "record", "--subprocesses", "--rate", "50", "--format", "speedscope",
+        fmt_ = {".svg": "flamegraph", ".json": "speedscope"}.get(profile.suffix, "raw")
+        idle = ["--idle"] if profile_wall else []
+        cmd = [str(VENV_BIN / "py-spy"), "record", *idle, "--threads", "--rate", "100", "--format", fmt_,
                "-o", str(profile), "--", *cmd]
     with open(server.log_path, "wb") as fh:  # type: ignore[arg-type]
         server.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=work)
@@ -531,9 +558,12 @@ def bench_stow(servers: Sequence[Server], files: Sequence[Path], per_request: in
                                                "errors": []} for s in servers}
     for half, server in abba(servers):
         before = server.count_instances()
+        cpu0 = server.cpu_seconds()
         run = stow(server, halves[half], per_request)
+        cpu = server.cpu_seconds() - cpu0
         after = server.count_instances()
         p = per[server.name]
+        p["server_cpu_s"] = p.get("server_cpu_s", 0.0) + cpu
         p["instances"] += run.instances
         p["seconds"] += run.seconds
         p["stored"] += run.stored
@@ -544,6 +574,7 @@ def bench_stow(servers: Sequence[Server], files: Sequence[Path], per_request: in
             f"= {run.instances / run.seconds:.1f}/s (stored {run.stored}, failed {run.failed}, "
             f"indexed {after - before}){' ERR ' + run.errors[0] if run.errors else ''}")
     for p in per.values():
+        p["server_cpu_ms_per_instance"] = 1000 * p["server_cpu_s"] / max(1, p["instances"])
         complete = p["indexed"] == p["instances"] and not p["errors"]
         p["valid"] = complete
         p["value"] = p["instances"] / p["seconds"] if complete and p["seconds"] > 0 else None
@@ -560,6 +591,7 @@ def bench_cstore(servers: Sequence[Server], dirs: Sequence[Path], n: int) -> dic
         folder = dirs[half]
         files = len(list(folder.iterdir()))
         before = server.count_instances()
+        cpu0 = server.cpu_seconds()
         cmd = [storescu, "-aet", SCU_AET, "-aec", server.aet, "+sd", "+r", "-R", "-xv", "-nh", "127.0.0.1",
                str(server.dicom_port), str(folder)]
         t0 = time.perf_counter()
@@ -568,8 +600,10 @@ def bench_cstore(servers: Sequence[Server], dirs: Sequence[Path], n: int) -> dic
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800,
                               env={**os.environ, "TCP_NODELAY": "1"})
         seconds = time.perf_counter() - t0
+        cpu = server.cpu_seconds() - cpu0
         after = server.count_instances()
         p = per[server.name]
+        p["server_cpu_s"] = p.get("server_cpu_s", 0.0) + cpu
         p["instances"] += files
         p["seconds"] += seconds
         p["indexed"] += after - before
@@ -579,6 +613,7 @@ def bench_cstore(servers: Sequence[Server], dirs: Sequence[Path], n: int) -> dic
         log(f"  C-STORE {server.name}: {files} in {seconds:.1f} s = {files / seconds:.1f}/s "
             f"(indexed {after - before}, rc {proc.returncode})")
     for p in per.values():
+        p["server_cpu_ms_per_instance"] = 1000 * p["server_cpu_s"] / max(1, p["instances"])
         p["valid"] = p["indexed"] == p["instances"] and not p["errors"]
         p["value"] = p["instances"] / p["seconds"] if p["valid"] else None
     return per
@@ -616,6 +651,22 @@ def make_queries(search: SearchSet, n: int, seed: int) -> list[tuple[str, dict[s
     return out
 
 
+_RAW_QUERY_VALUE = re.compile(r"^[A-Za-z0-9^*.\-]*$")
+
+
+def query_url(root: str, params: dict[str, str]) -> str:
+    """``root/studies?...`` with ``^`` and ``*`` sent literally, not percent-encoded.
+
+    Orthanc 1.10.1 with DICOMweb plugin 1.7 does not percent-decode QIDO-RS query values
+    (``PatientName=SMITH%5EJ%2A`` matches nothing, ``PatientName=SMITH^J*`` matches), so
+    both servers get the literal characters; other characters are percent-encoded.
+    """
+    parts = []
+    for k, v in params.items():
+        parts.append(f"{k}={v if _RAW_QUERY_VALUE.match(v) else urllib.parse.quote(v, safe='')}")
+    return f"{root}/studies?{'&'.join(parts)}"
+
+
 def percentile(values: Sequence[float], pct: float) -> float:
     s = sorted(values)
     if not s:
@@ -632,21 +683,21 @@ def bench_qido(servers: Sequence[Server], queries: Sequence[tuple[str, dict[str,
     counts: dict[str, list[int]] = {s.name: [] for s in servers}
     errors: dict[str, list[str]] = {s.name: [] for s in servers}
     clients = {s.name: s.client() for s in servers}
+    cpu0: dict[str, float] = {}
     try:
         for i, (_kind, q) in enumerate(queries[:10]):  # warm-up (not timed)
             for s in servers:
                 with contextlib.suppress(httpx.HTTPError):
-                    clients[s.name].get(f"{s.dicomweb}/studies", params=q,
-                                        headers={"Accept": "application/dicom+json"})
+                    clients[s.name].get(query_url(s.dicomweb, q), headers={"Accept": "application/dicom+json"})
             if i > 10:
                 break
+        cpu0 = {s.name: s.cpu_seconds() for s in servers}
         for i, (kind, q) in enumerate(queries):
             order = servers if i % 2 == 0 else list(reversed(servers))
             for s in order:
                 t0 = time.perf_counter()
                 try:
-                    r = clients[s.name].get(f"{s.dicomweb}/studies", params=q,
-                                            headers={"Accept": "application/dicom+json"})
+                    r = clients[s.name].get(query_url(s.dicomweb, q), headers={"Accept": "application/dicom+json"})
                     body = r.content
                     ms = (time.perf_counter() - t0) * 1000
                     if r.status_code == 200:
@@ -669,6 +720,7 @@ def bench_qido(servers: Sequence[Server], queries: Sequence[tuple[str, dict[str,
     finally:
         for c in clients.values():
             c.close()
+    cpu = {s.name: s.cpu_seconds() - cpu0.get(s.name, float("nan")) for s in servers}
     a, b = (s.name for s in servers)
     mismatches = [(queries[i][1], counts[a][i], counts[b][i]) for i in range(len(queries))
                   if counts[a][i] != counts[b][i]]
@@ -680,6 +732,7 @@ def bench_qido(servers: Sequence[Server], queries: Sequence[tuple[str, dict[str,
             "p50_ms": percentile(lat[s.name], 50) if ok else None,
             "p95_ms": percentile(lat[s.name], 95) if ok else None,
             "mean_results": statistics.fmean(c for c in counts[s.name] if c >= 0) if ok else None,
+            "server_cpu_ms_per_query": 1000 * cpu[s.name] / len(queries),
             "by_kind": {k: {"n": len(v), "p50_ms": percentile(v, 50), "p95_ms": percentile(v, 95)}
                         for k, v in by_kind[s.name].items()},
         }
@@ -699,8 +752,11 @@ def bench_wado(servers: Sequence[Server], series: SeriesRef, repeats: int) -> di
     per: dict[str, dict[str, Any]] = {s.name: {"bytes": 0, "seconds": 0.0, "times": [], "parts": set(),
                                                "errors": []} for s in servers}
     clients = {s.name: s.client(timeout=300) for s in servers}
+    cpu0: dict[str, float] = {}
     try:
-        for i in range(repeats + 1):  # first round: warm-up (page cache, connections), not counted
+        for i in range(repeats + 1):
+            if i == 1:
+                cpu0 = {s.name: s.cpu_seconds() for s in servers}
             order = servers if i % 2 == 0 else list(reversed(servers))
             for s in order:
                 url = f"{s.dicomweb}/studies/{series.study_uid}/series/{series.series_uid}"
@@ -726,7 +782,9 @@ def bench_wado(servers: Sequence[Server], series: SeriesRef, repeats: int) -> di
     finally:
         for c in clients.values():
             c.close()
-    for p in per.values():
+    for s in servers:
+        p = per[s.name]
+        p["server_cpu_s_per_gb"] = (s.cpu_seconds() - cpu0.get(s.name, float("nan"))) / max(p["bytes"], 1) * 1e9
         p["parts"] = sorted(p["parts"])
         p["valid"] = len(p["times"]) == repeats and p["parts"] == [len(series.paths)]
         if not p["valid"] and not p["errors"]:
@@ -734,6 +792,7 @@ def bench_wado(servers: Sequence[Server], series: SeriesRef, repeats: int) -> di
         p["value"] = p["bytes"] / p["seconds"] / 1e6 if p["valid"] and p["seconds"] else None
         p["median_s"] = statistics.median(p["times"]) if p["times"] else None
         p["response_mb"] = p["bytes"] / max(1, len(p["times"])) / 1e6
+        p["stored_mb"] = series.bytes / 1e6  # response = stored files + multipart framing
     return per
 
 
@@ -869,7 +928,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ports: set[int] = set()
         profile = Path(args.profile_radsight).resolve() if args.profile_radsight else None
         log("starting Orthanc and RadSight ...")
-        servers.append(start_radsight(tmp / "radsight", ports, profile))
+        servers.append(start_radsight(tmp / "radsight", ports, profile, args.profile_mode == "wall"))
         servers.append(start_orthanc(tmp / "orthanc", ports))
         results["versions"] = {s.name: s.version for s in servers}
         log(f"versions: {results['versions']}")
@@ -898,14 +957,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 results["results"]["wado"].append({"series": ref.name, **w})
         if search is not None:
             log(f"QIDO: loading {len(search.paths)} studies into both (STOW-RS, 50 per request, 4 clients) ...")
-            loads = {}
-            for s in servers:
+            # Untimed: both servers are loaded at the same time (each with 4 clients) to save wall time.
+            loads: dict[str, Any] = {}
+
+            def load(s: Server) -> None:
                 before = s.count_instances()
                 run_ = stow_all(s, search.paths, per_request=50)
-                loads[s.name] = {"seconds": round(run_.seconds, 1), "per_s": round(len(search.paths) / run_.seconds, 1),
-                                 "stored": run_.stored, "indexed": s.count_instances() - before,
-                                 "errors": run_.errors}
+                loads[s.name] = {"seconds_concurrent": round(run_.seconds, 1), "stored": run_.stored,
+                                 "indexed": s.count_instances() - before, "errors": run_.errors}
                 log(f"  loaded {s.name}: {loads[s.name]}")
+
+            loaders = [threading.Thread(target=load, args=(s,), daemon=True) for s in servers]
+            for t in loaders:
+                t.start()
+            for t in loaders:
+                t.join(timeout=3600)
             queries = make_queries(search, plan.qido_queries, 5)
             log(f"QIDO-RS: {len(queries)} queries per server, alternating ...")
             q = bench_qido(servers, queries)
@@ -937,7 +1003,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (servers' logs, data)")
     parser.add_argument("--tmp", help="parent of the temporary directory (default: system temp)")
     parser.add_argument("--profile-radsight", metavar="FILE",
-                        help="run the RadSight server under py-spy record, writing a speedscope profile here")
+                        help="run the RadSight server under py-spy record; FILE.svg: flame graph, "
+                             "FILE.json: speedscope, other: collapsed stacks")
+    parser.add_argument("--profile-mode", choices=("wall", "cpu"), default="wall",
+                        help="wall: include waiting threads (py-spy --idle); cpu: on-CPU samples only")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm)
     results = run(args)
