@@ -21,6 +21,7 @@ Matching is done by :mod:`radsight.index.query` (the same engine as C-FIND). Cho
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -28,6 +29,7 @@ import pydicom
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.errors import InvalidDicomError
 from sqlalchemy import select
 
 from radsight.api.deps import ArchiveDep, SessionDep
@@ -36,6 +38,7 @@ from radsight.index import query
 from radsight.index.models import Instance, Series, Study
 from radsight.index.query import QueryLevel
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 
 DICOM_JSON = "application/dicom+json"
@@ -157,10 +160,15 @@ def _add_from_header(archive: Archive, key: str | None, ds: pydicom.Dataset, key
     if key is None:
         return
     path = archive.storage.local_path(key)
-    if path is None:
-        return
-    header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(keywords))
-    header.decode()  # text in the file's character set -> str; the result is ISO_IR 192
+    header: pydicom.Dataset
+    try:
+        with path.open("rb") if path is not None else archive.storage.open(key) as fh:
+            header = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=list(keywords))
+        header.decode()  # text in the file's character set -> str; the result is ISO_IR 192
+    except (OSError, InvalidDicomError, ValueError) as exc:
+        # The index answered; one unreadable file must not fail the search (`radsight check` reports it).
+        log.warning("includefield: cannot read the header of %s: %s", key, exc)
+        header = pydicom.Dataset()
     for keyword in keywords:
         if keyword in header:
             ds.add(header[keyword])
