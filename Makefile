@@ -3,13 +3,23 @@ SHELL := /bin/bash
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := dcmtk dicom3tools
+APT_PACKAGES := dcmtk dicom3tools chromium
 BENCH_APT_PACKAGES := orthanc orthanc-dicomweb
 SHARED_DATA ?= $(abspath ../shared/data)
+# The web viewer (viewer/, TypeScript + Vite) is built into the package; rebuilt only when its sources change.
+VIEWER_BUILT := src/radsight/api/static/viewer/index.html
+VIEWER_SRC := $(shell find viewer/src viewer/scripts -type f 2>/dev/null) $(wildcard viewer/*.html viewer/*.json viewer/*.ts)
 
 .PHONY: setup apt test lint typecheck pytest demo bench clean
 
-setup: apt $(VENV)/.installed
+setup: apt $(VENV)/.installed $(VIEWER_BUILT)
+
+viewer/node_modules/.package-lock.json: viewer/package-lock.json
+	cd viewer && npm ci --no-audit --no-fund
+
+$(VIEWER_BUILT): viewer/node_modules/.package-lock.json $(VIEWER_SRC)
+	cd viewer && npm run build
+	touch $@
 
 # Debian packages the tests use as real DICOM peers (dcmtk) and validator (dicom3tools).
 apt:
