@@ -156,7 +156,9 @@ def import_paths(
                 summary.skipped.append((item.name, "DICOMDIR (its referenced files are imported from the folder)"))
                 summary.counts["skipped"] += 1
                 continue
-            result = ingest.ingest_file(path, move=item.cleanup, source="import")
+            # An extracted ZIP member may be taken over by storage (a rename), unless a refusal
+            # may still need it for --fill-missing-uids.
+            result = ingest.ingest_file(path, move=item.cleanup and not fill_missing_uids, source="import")
             if (
                 fill_missing_uids
                 and result.outcome is Outcome.REFUSED
