@@ -219,7 +219,19 @@ def _read_header(fh: BinaryIO) -> Dataset:
 
 
 def parse_file(path: Path) -> ParsedInstance:
-    """Parse and check the file at ``path``; raise :class:`IngestError` with the reason."""
+    """Parse and check the file at ``path``; raise :class:`IngestError` with the reason.
+
+    Only ``IngestError`` and ``OSError`` (the file cannot be read) leave this function.
+    """
+    try:
+        return _parse_file(path)
+    except (IngestError, OSError):
+        raise
+    except Exception as exc:  # a corrupt value found by a check after the header was read
+        raise IngestError(Reason.MALFORMED, f"cannot parse the data set: {type(exc).__name__}: {exc}") from exc
+
+
+def _parse_file(path: Path) -> ParsedInstance:
     size = os.path.getsize(path)
     with open(path, "rb") as fh:
         head = fh.read(PART10_PREFIX_LENGTH)

@@ -133,8 +133,12 @@ class IngestService:
 
     def ingest_bytes(self, data: bytes, *, source: str = "api", calling_ae: str = "") -> IngestResult:
         path = self.new_spool_path()
-        with open(path, "wb") as fh:
-            fh.write(data)
+        try:
+            with open(path, "wb") as fh:
+                fh.write(data)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            return IngestResult(Outcome.REFUSED, reason=Reason.STORAGE_FAILURE, message=f"cannot spool: {exc}")
         return self.ingest_file(path, move=True, source=source, calling_ae=calling_ae)
 
     def ingest_dataset_bytes(
@@ -142,10 +146,17 @@ class IngestService:
     ) -> IngestResult:
         """Store a data set received without Part 10 framing (C-STORE) exactly as encoded."""
         path = self.new_spool_path()
-        with open(path, "wb") as fh:
-            fh.write(b"\x00" * 128 + b"DICM")
-            write_file_meta_info(fh, file_meta, enforce_standard=True)  # type: ignore[arg-type]
-            fh.write(dataset)
+        try:
+            with open(path, "wb") as fh:
+                fh.write(b"\x00" * 128 + b"DICM")
+                write_file_meta_info(fh, file_meta, enforce_standard=True)  # type: ignore[arg-type]
+                fh.write(dataset)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            return IngestResult(Outcome.REFUSED, reason=Reason.STORAGE_FAILURE, message=f"cannot spool: {exc}")
+        except Exception as exc:  # file meta from the association that cannot be encoded
+            path.unlink(missing_ok=True)
+            return IngestResult(Outcome.REFUSED, reason=Reason.MALFORMED, message=f"bad file meta: {exc}")
         return self.ingest_file(path, move=True, source=source, calling_ae=calling_ae)
 
     def ingest_file(
