@@ -3,6 +3,8 @@ storescp, and pynetdicom where a request must be crafted. Runs on SQLite and Pos
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from tests.dimse_helpers import dataset_bytes, dcmtk, dcmtk_storescp
 from radsight.archive import Archive
 from radsight.dimse.peers import add_peer, remove_peer
 from radsight.dimse.scp import DicomServer
-from radsight.dimse.scu import Peer, find, move, send_study
+from radsight.dimse.scu import MAX_CONTEXTS, Peer, find, move, send_study, storage_contexts
 from radsight.index.models import Instance, Study
 
 WG04 = SHARED_DATA / "dicom" / "wg04"
@@ -243,6 +245,24 @@ def test_store_refuses_missing_uid_garbage_and_wrong_sop_class(server: RunningSe
     status = _pynetdicom_store(server, good)
     assert status.Status == 0x0000
     assert _stored(server.archive, pydicom.dcmread(good).SOPInstanceUID) is not None
+
+
+def test_large_instance_streams_to_disk(server: RunningServer, tmp_path: Path) -> None:
+    """A 32 MiB data set is received into a file PDU by PDU, never held whole in memory."""
+    path = tmp_path / "large.dcm"
+    uid = make_ct(path, rows=4096, columns=4096).SOPInstanceUID  # 4096 x 4096 x 16 bit
+    size = path.stat().st_size
+    gc.collect()
+    tracemalloc.start()
+    try:
+        # DCMTK sends: only the listener allocates in this process.
+        r = dcmtk("storescu", "-aec", server.ae_title, "127.0.0.1", str(server.dicom_port), str(path))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert r.returncode == 0, r.stdout
+    assert peak < size // 4, f"peak {peak} bytes for a {size}-byte data set"
+    assert dataset_bytes(_stored_path(server.archive, uid)) == dataset_bytes(path)
 
 
 def _encode(ds: Dataset) -> bytes:
@@ -482,3 +502,17 @@ def test_scu_find_against_radsight(server: RunningServer, tmp_path: Path) -> Non
     found = find(peer, "STUDY", {"AccessionNumber": study[0].AccessionNumber, "StudyInstanceUID": ""},
                  calling_ae="TESTSCU")
     assert [d.StudyInstanceUID for d in found] == [study[0].StudyInstanceUID]
+
+
+def test_storage_contexts_split_over_associations() -> None:
+    pairs = [(f"1.2.826.0.1.3680043.10.99.{i}", ts) for i in range(70)
+             for ts in (ExplicitVRLittleEndian, "1.2.840.10008.1.2.4.90")]
+    groups = storage_contexts(pairs)
+    # 4 contexts a SOP class: (Explicit), (Implicit) fallback, (JPEG 2000), (Explicit, Implicit) fallback.
+    assert [len(g.contexts) for g in groups] == [128, 128, 24]
+    assert set().union(*(g.pairs for g in groups)) == set(pairs)
+    for g in groups:
+        assert len(g.contexts) <= MAX_CONTEXTS
+        offered = {(cx.abstract_syntax, tuple(cx.transfer_syntax)) for cx in g.contexts}
+        for sop_class, ts in g.pairs:
+            assert (sop_class, (ts,)) in offered  # the stored syntax, alone in its context

@@ -67,6 +67,8 @@ _QR_MODELS = (
 )
 _SOP_INSTANCE_UID_TAG = 0x00080018
 
+MAX_RECEIVE_PDU = 1024 * 1024
+
 # Status codes (PS3.4 Annex B, C)
 SUCCESS = 0x0000
 PENDING = 0xFF00
@@ -279,7 +281,7 @@ def handle_find(event: evt.Event, archive: Archive) -> Iterator[tuple[int | Data
             # PS3.4 C.2.2.1.3: an SCP may ignore matching on optional keys it does not support.
             log.info("C-FIND: matching on %s is not supported; the keys are returned empty", ", ".join(ignored))
         with archive.db.session() as s:
-            matches = search(s, parsed.level, {k: v for k, v in inside.items()}, patient_root=parsed.patient_root)
+            matches = search(s, parsed.level, inside, patient_root=parsed.patient_root)
     except (InvalidIdentifier, QueryError) as exc:
         log.warning("C-FIND refused: %s", exc)
         yield _status(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
@@ -413,7 +415,9 @@ class DicomServer:
         configure_pynetdicom()
         self.archive = archive
         self.ae = AE(ae_title=archive.settings.ae_title)
-        self.ae.maximum_pdu_size = 0
+        # A sender's PDUs are held in memory one at a time: a bounded size keeps a large data
+        # set streaming to disk (with 0, "unlimited", pynetdicom senders put it in one PDU).
+        self.ae.maximum_pdu_size = MAX_RECEIVE_PDU
         self.ae.maximum_associations = 32
         self.ae.add_supported_context(Verification, DEFAULT_TRANSFER_SYNTAXES)
         for model in _QR_MODELS:

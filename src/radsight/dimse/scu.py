@@ -194,12 +194,25 @@ def _store_one(assoc: Association, archive: Archive, inst: StoredInstance) -> in
 
 
 def send_instances(archive: Archive, instances: list[StoredInstance], remote: RemoteNode) -> SendReport:
-    """C-STORE stored instances to ``remote``; raises ConnectionError if no association is made."""
+    """C-STORE stored instances to ``remote``; raises ConnectionError if the first association fails.
+
+    More than 128 presentation contexts (many SOP classes and syntaxes) take several
+    associations, one after the other.
+    """
     report = SendReport()
     ae = _new_ae(archive.settings.ae_title)
-    for group in storage_contexts((i.sop_class_uid, i.transfer_syntax_uid) for i in instances):
+    for n, group in enumerate(storage_contexts((i.sop_class_uid, i.transfer_syntax_uid) for i in instances)):
         batch = [i for i in instances if (i.sop_class_uid, i.transfer_syntax_uid) in group.pairs]
-        assoc = _associate(ae, remote, group.contexts)
+        try:
+            assoc = _associate(ae, remote, group.contexts)
+        except ConnectionError:
+            if n == 0:
+                raise
+            # Some instances went already: report the others as failed rather than nothing.
+            log.warning("association %d with %s failed; %d instance(s) not sent", n + 1, remote.ae_title, len(batch))
+            report.failed += len(batch)
+            report.failed_instances += [i.sop_instance_uid for i in batch]
+            continue
         try:
             for inst in batch:
                 if not assoc.is_established:
