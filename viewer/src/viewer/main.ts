@@ -382,7 +382,7 @@ function updateOverlay(slot: Slot): void {
   ]
     .filter(Boolean)
     .join('\n');
-  const voi = vp.getProperties?.().voiRange;
+  const voi = vp.getProperties?.()?.voiRange;
   const ww = voi ? voi.upper - voi.lower : undefined;
   const wc = voi ? (voi.upper + voi.lower) / 2 : undefined;
   slot.ov.br.textContent = [`W ${fmt(ww)}  L ${fmt(wc)}`, `Zoom ${fmt(vp.getZoom?.(), 2)}×`].join('\n');
@@ -409,7 +409,7 @@ function autoWindow(): void {
   // MR and other modalities: back to the image's own window (or its pixel range).
   const vp = activeViewport() as StackViewport | undefined;
   if (!vp) return;
-  const invert = vp.getProperties().invert;
+  const invert = vp.getProperties()?.invert;
   vp.resetProperties();
   if (invert) vp.setProperties({ invert });
   vp.render();
@@ -418,7 +418,7 @@ function autoWindow(): void {
 function invert(): void {
   const vp = activeViewport() as StackViewport | undefined;
   if (!vp) return;
-  vp.setProperties({ invert: !vp.getProperties().invert });
+  vp.setProperties({ invert: !vp.getProperties()?.invert });
   vp.render();
 }
 
