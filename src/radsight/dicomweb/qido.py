@@ -43,7 +43,7 @@ router = APIRouter()
 
 DICOM_JSON = "application/dicom+json"
 MAX_RESULTS = 10_000
-"""Most results one response carries when the client gives no ``limit``."""
+"""Most results one response carries (a larger ``limit`` is lowered to it, with a Warning)."""
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _CONTROL_PARAMS = {"includefield", "fuzzymatching", "limit", "offset", "accept", "charset"}
@@ -229,7 +229,7 @@ def _search(
     wanted = {k: v for k, v in wanted.items() if k in indexed}
     wanted["InstanceAvailability"] = ""
 
-    page = q.limit if q.limit is not None else MAX_RESULTS
+    page = min(q.limit, MAX_RESULTS) if q.limit is not None else MAX_RESULTS
     try:
         results = query.search(session, level, wanted, limit=page + 1, offset=q.offset)
     except query.QueryError as exc:
@@ -238,7 +238,7 @@ def _search(
         results = results[:page]
         q.warnings.append(
             "There are additional results that can be requested"
-            + ("" if q.limit is not None else f" (at most {MAX_RESULTS} results are returned per request)")
+            + ("" if page == q.limit else f" (at most {MAX_RESULTS} results are returned per request)")
         )
 
     root = str(request.url_for("search_for_studies")).rsplit("/studies", 1)[0]
