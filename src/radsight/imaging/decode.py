@@ -124,8 +124,10 @@ def dcmtk_decompress(path: Path, transfer_syntax_uid: str, dest: Path) -> None:
     except subprocess.TimeoutExpired as exc:
         raise DecodeError(f"{tool} took more than {_DCMTK_TIMEOUT_S} s") from exc
     if proc.returncode != 0 or not dest.is_file():
-        message = (proc.stderr or proc.stdout).strip().splitlines()
-        raise DecodeError(f"{tool} failed (exit {proc.returncode}): {' '.join(message[-3:])}")
+        message = " ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        # Clients see this message: no server paths in it.
+        message = message.replace(str(path), path.name).replace(str(dest), dest.name)
+        raise DecodeError(f"{tool} failed (exit {proc.returncode}): {message}")
     if proc.stderr.strip():
         log.info("%s on %s: %s", tool, path.name, proc.stderr.strip())
 

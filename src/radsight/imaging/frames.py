@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
-from pydicom.pixels.utils import get_expected_length, pack_bits
+from pydicom.pixels.utils import get_expected_length, pack_bits, unpack_bits
 from pydicom.uid import UID, ExplicitVRBigEndian
 
 from radsight.imaging.decode import decode_frames, number_of_frames
@@ -90,9 +90,20 @@ def native_frames(
     """Uncompressed frames as Explicit VR Little Endian bytes (bit-packed where Bits Allocated is 1)."""
     ts = str(header.file_meta.TransferSyntaxUID)
     frame_length = native_frame_length(header)
+    if frame_length is None and offset is not None:
+        # 1-bit frames that start inside a byte: pydicom's pixel_array(index=...) cannot cut
+        # them out (it reshapes the wrong number of bits), so unpack the value and re-pack.
+        start, length = pixel_value_position(path, offset, ts)
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            bits = unpack_bits(fh.read(length))
+        per_frame = int(header.Rows) * int(header.Columns) * int(header.get("SamplesPerPixel", 1) or 1)
+        for index in indices:
+            yield pack_bits(np.asarray(bits[index * per_frame : (index + 1) * per_frame]))
+        return
     if frame_length is None or offset is None or ts == ExplicitVRBigEndian:
-        # Big endian words need swapping, 1-bit frames may start inside a byte and deflated
-        # files have no plain offset: let pydicom read those, re-packed little endian.
+        # Big endian words need swapping and deflated files have no plain offset: let
+        # pydicom read those, re-packed little endian.
         for arr in decode_frames(path, header, indices, dcmtk_fallback=dcmtk_fallback):
             if int(header.get("BitsAllocated", 8) or 8) == 1:
                 yield pack_bits(arr)
