@@ -457,6 +457,45 @@ def test_getscu_series_byte_identical(server: RunningServer, tmp_path: Path) -> 
         assert back.PixelData == sent[back.SOPInstanceUID].PixelData
 
 
+def test_empty_sop_uids_are_accepted_and_retrieved_filled_in(server: RunningServer, tmp_path: Path) -> None:
+    """Empty SOP Class / Instance UIDs (0008,0016)/(0008,0018), named by the request (like the
+    file meta of imported files): accepted and stored unchanged; C-GET sends the instance with
+    the indexed values filled in, everything else as stored."""
+    path = tmp_path / "empty.dcm"
+    ds = make_ct()
+    sop_uid = ds.SOPInstanceUID
+    ds.SOPClassUID = ds.SOPInstanceUID = ""
+    ds.save_as(path, enforce_file_format=True)
+    assert _pynetdicom_store(server, path).Status == 0x0000
+    assert dataset_bytes(_stored_path(server.archive, sop_uid)) == dataset_bytes(path)
+    inst = _stored(server.archive, sop_uid)
+    assert inst is not None and inst.sop_class_uid == CTImageStorage
+
+    out = tmp_path / "got"
+    out.mkdir()
+    r = dcmtk("getscu", "-S", "+B", "-od", str(out), "-aec", server.ae_title,
+              "-k", "QueryRetrieveLevel=IMAGE", "-k", f"StudyInstanceUID={ds.StudyInstanceUID}",
+              "-k", f"SeriesInstanceUID={ds.SeriesInstanceUID}", "-k", f"SOPInstanceUID={sop_uid}",
+              "127.0.0.1", str(server.dicom_port))
+    assert r.returncode == 0, r.stdout
+    (got,) = [p for p in out.iterdir() if p.is_file()]
+    back = pydicom.dcmread(got)
+    assert (back.SOPClassUID, back.SOPInstanceUID) == (CTImageStorage, sop_uid)
+    back.SOPClassUID = back.SOPInstanceUID = ""
+    assert back == pydicom.dcmread(path)
+
+
+def test_siemens_series_without_study_uid_is_refused_with_the_reason(server: RunningServer) -> None:
+    """The shared Siemens CT series also lacks Study/Series Instance UIDs: refused over DIMSE,
+    as on import, and the sender is told why."""
+    source = sorted((SHARED_DATA / "ct" / "totalsegmentator" / "example_ct_dicom").iterdir())[0]
+    meta = pydicom.dcmread(source, stop_before_pixels=True).file_meta
+    status = _pynetdicom_store(server, source, CTImageStorage, meta.TransferSyntaxUID)
+    assert status.Status == 0xA900
+    assert "Study Instance UID" in str(status.ErrorComment)
+    assert _stored(server.archive, meta.MediaStorageSOPInstanceUID) is None
+
+
 def test_getscu_refuses_retrieve_without_unique_key(server: RunningServer, tmp_path: Path) -> None:
     r = dcmtk("getscu", "-S", "-od", str(tmp_path), "-aec", server.ae_title,
               "-k", "QueryRetrieveLevel=SERIES", "-k", "SeriesInstanceUID=", "127.0.0.1", str(server.dicom_port))

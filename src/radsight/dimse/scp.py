@@ -12,7 +12,8 @@
 - C-MOVE (to registered peers) and C-GET send the stored instances; a data set read from
   storage is written back by pydicom element by element without decoding its values, so the
   bytes are the stored ones, except that retired group length elements (gggg,0000) are left
-  out and a deflated data set is compressed anew.
+  out and a deflated data set is compressed anew. An instance stored with an empty SOP
+  Class or Instance UID is sent with the indexed values filled in.
 """
 
 from __future__ import annotations
@@ -136,21 +137,23 @@ def _after_sop_uids(tag: BaseTag, vr: str | None, length: int) -> bool:
 def _check_against_command(path: Path, sop_class: str, sop_instance: str) -> str | None:
     """Why the data set does not belong to the C-STORE request that carried it, or None.
 
-    Only (0008,0016) and (0008,0018) are read. The SOP Instance UID must be there (PS3.7
-    9.3.1.1: the Affected SOP Instance UID is the one in the data set); an empty SOP Class
-    UID is tolerated, as for imported files (docs/architecture.md), and indexed by the
-    request's. A data set that cannot be read is left to the ingest service to refuse.
+    Only (0008,0016) and (0008,0018) are read. The SOP Instance UID element must be there
+    (PS3.7 9.3.1.1: the Affected SOP Instance UID is the data set's) and both must equal the
+    request's. Present but empty, they are tolerated like the empty ones of imported files
+    whose file meta names them (docs/architecture.md): the request names them here, and the
+    instance is indexed by its values. A data set that cannot be read is left to the ingest
+    service to refuse.
     """
     try:
         with open(path, "rb") as fh:
             ds = read_partial(fh, stop_when=_after_sop_uids)
+        if "SOPInstanceUID" not in ds:
+            return "SOP Instance UID (0008,0018) is missing from the data set"
         in_class = str(ds.get("SOPClassUID", "") or "").strip("\x00 ")
         in_instance = str(ds.get("SOPInstanceUID", "") or "").strip("\x00 ")
     except Exception:
         return None
-    if not in_instance:
-        return "SOP Instance UID (0008,0018) is missing from the data set"
-    if in_instance != sop_instance:
+    if in_instance and in_instance != sop_instance:
         return "SOP Instance UID (0008,0018) differs from the Affected SOP Instance UID"
     if in_class and in_class != sop_class:
         return "SOP Class UID (0008,0016) differs from the Affected SOP Class UID"
@@ -341,7 +344,14 @@ def _read_stored(archive: Archive, match: _Match) -> Dataset:
     """The stored instance; a stand-in that pynetdicom counts as a failed sub-operation if unreadable."""
     try:
         with archive.storage.open(match.storage_key) as fh:
-            return pydicom.dcmread(fh)
+            ds = pydicom.dcmread(fh)
+        # Stored with an empty SOP Class / Instance UID (accepted by design, see
+        # docs/architecture.md): a C-STORE needs them, the indexed values fill them in.
+        if not str(ds.get("SOPClassUID", "") or "").strip("\x00 "):
+            ds.SOPClassUID = match.sop_class_uid
+        if not str(ds.get("SOPInstanceUID", "") or "").strip("\x00 "):
+            ds.SOPInstanceUID = match.sop_instance_uid
+        return ds
     except Exception as exc:
         log.error("cannot read stored instance %s (%s): %s", match.sop_instance_uid, match.storage_key, exc)
         # No SOP Class UID: send_c_store raises, pynetdicom counts a failure and lists the UID.
