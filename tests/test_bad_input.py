@@ -177,9 +177,9 @@ def parse_header_end(data: bytes) -> int:
     """Where the data set begins after the file meta group of a Part 10 file (test helper)."""
     import io
 
-    from radsight.ingest.parse import _file_meta_end
+    from radsight.ingest.parse import file_meta_end
 
-    return _file_meta_end(io.BytesIO(data), PART10_PREFIX_LENGTH, len(data))
+    return file_meta_end(io.BytesIO(data), PART10_PREFIX_LENGTH, len(data))
 
 
 def _float_map(path: Path, *, cut: int = 0) -> Path:

@@ -11,6 +11,7 @@ indexed. Files stored but not yet indexed when the kill came are orphans, which
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import random
 import signal
@@ -20,16 +21,19 @@ import threading
 import time
 from pathlib import Path
 
+import pydicom
 import pytest
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pynetdicom import AE
 from sqlalchemy import select
-from tests.conftest import make_settings
+from tests.conftest import free_port, make_settings
 
 from radsight.archive import Archive
 from radsight.check import check_archive
 from radsight.datasets import nifti_to_ct_series
 from radsight.index.models import Instance
 from radsight.ingest.importer import import_paths
-from radsight.ingest.parse import parse_file
+from radsight.ingest.parse import file_meta_end, parse_file
 
 RADSIGHT = Path(sys.executable).with_name("radsight")
 
@@ -42,7 +46,9 @@ def source_folder(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -
 
 
 def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    """Digest of the data set (what follows the file meta group): C-STORE writes its own file
+    meta, but the data set bytes are stored exactly as sent."""
+    return hashlib.sha256(data[file_meta_end(io.BytesIO(data), 132, len(data)):]).hexdigest()
 
 
 def _import_and_kill(
@@ -77,6 +83,27 @@ def _import_and_kill(
     return acked, rc
 
 
+def _assert_restart_consistent(home: Path, db_url: str, acked: set[str], sources: set[str]) -> None:
+    archive = Archive.open(make_settings(home, db_url))  # a restart: cleans the spool
+    try:
+        assert not any(archive.storage.spool_dir().iterdir()), "temporary files survived the restart"
+        report = check_archive(archive)
+        assert report.missing_files == [] and report.size_mismatches == []
+        with archive.db.session() as s:
+            indexed = set(s.scalars(select(Instance.sop_instance_uid)))
+        assert acked <= indexed, f"acknowledged but lost: {sorted(acked - indexed)[:3]}"
+        # No partly written object under any storage key: each is a complete source file.
+        for key in archive.storage.keys():  # noqa: SIM118 (Storage is not a dict)
+            path = archive.storage.local_path(key)
+            assert path is not None
+            assert _digest(path.read_bytes()) in sources, f"{key} is not a complete copy of a source data set"
+            parse_file(path)
+        check_archive(archive, repair=True)  # never-acknowledged orphans (if any) go
+        assert check_archive(archive).ok
+    finally:
+        archive.close()
+
+
 def test_sigkill_during_import_loses_nothing_acknowledged(tmp_path: Path, db_url: str, source_folder: Path) -> None:
     rng = random.Random(20261127)
     home = tmp_path / "home"
@@ -88,24 +115,7 @@ def test_sigkill_during_import_loses_nothing_acknowledged(tmp_path: Path, db_url
         if rc == -signal.SIGKILL:
             kills += 1
         all_acked |= acked
-        archive = Archive.open(make_settings(home, db_url))  # a restart: cleans the spool
-        try:
-            assert not any(archive.storage.spool_dir().iterdir()), "temporary files survived the restart"
-            report = check_archive(archive)
-            assert report.missing_files == [] and report.size_mismatches == []
-            with archive.db.session() as s:
-                indexed = set(s.scalars(select(Instance.sop_instance_uid)))
-            assert acked <= indexed, f"acknowledged but lost: {sorted(acked - indexed)[:3]}"
-            # No partly written object under any storage key: each is a complete source file.
-            for key in archive.storage.keys():  # noqa: SIM118 (Storage is not a dict)
-                path = archive.storage.local_path(key)
-                assert path is not None
-                assert _digest(path.read_bytes()) in sources, f"{key} is not a complete copy of a source file"
-                parse_file(path)
-            check_archive(archive, repair=True)  # never-acknowledged orphans (if any) go
-            assert check_archive(archive).ok
-        finally:
-            archive.close()
+        _assert_restart_consistent(home, db_url, acked, sources)
     assert kills >= 2, "the import finished before it could be killed: the test proves nothing"
     # Finally an import that runs to the end: the whole series is there once, and consistent.
     archive = Archive.open(make_settings(home, db_url))
@@ -117,3 +127,48 @@ def test_sigkill_during_import_loses_nothing_acknowledged(tmp_path: Path, db_url
         assert report.ok and report.instances == report.files == 112
     finally:
         archive.close()
+
+
+def test_sigkill_of_the_server_during_c_store(tmp_path: Path, db_url: str, source_folder: Path) -> None:
+    """``radsight serve`` killed while a C-STORE association sends the series: every instance
+    that got a Success response is there after the restart."""
+    rng = random.Random(7)
+    home = tmp_path / "home"
+    files = sorted(source_folder.rglob("*.dcm"))
+    dicom_port = free_port()
+    env = {**os.environ, "RADSIGHT_HOME": str(home), "RADSIGHT_DATABASE_URL": db_url,
+           "RADSIGHT_ALLOW_ANY_CALLING_AE": "true"}
+    proc = subprocess.Popen([str(RADSIGHT), "serve", "--http-port", str(free_port()), "--dicom-port", str(dicom_port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        ae = AE(ae_title="DURABILITY")
+        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        deadline = time.monotonic() + 60
+        while True:
+            assoc = ae.associate("127.0.0.1", dicom_port, ae_title="RADSIGHT")
+            if assoc.is_established:
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, "radsight serve did not start"
+            time.sleep(0.3)
+        kill_at = rng.randint(5, 40)
+        acked: set[str] = set()
+        for i, path in enumerate(files):
+            if i == kill_at:
+                threading.Timer(rng.uniform(0, 0.02), proc.kill).start()
+            ds = pydicom.dcmread(path)
+            try:
+                status = assoc.send_c_store(ds)
+            except RuntimeError:  # the association went down between two sends
+                break
+            if status and status.get("Status") == 0:
+                acked.add(ds.SOPInstanceUID)
+            if not assoc.is_established:
+                break
+        assoc.abort()
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+        assert kill_at <= len(acked) < len(files)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    _assert_restart_consistent(home, db_url, acked, {_digest(p.read_bytes()) for p in files})

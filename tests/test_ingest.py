@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pydicom
 from sqlalchemy import select
+from tests.dicom_factory import make_ct
 
 from radsight.archive import Archive
 from radsight.check import check_archive
 from radsight.config import DuplicatePolicy
 from radsight.index.models import Instance, Series, Study
 from radsight.ingest import Outcome, Reason
-from tests.dicom_factory import make_ct
 
 
 def test_stores_bytes_unchanged_and_indexes(archive: Archive, tmp_path: Path) -> None:

@@ -68,7 +68,7 @@ def _starts_with_file_meta(head: bytes) -> bool:
     return len(head) >= 8 and head[:2] == b"\x02\x00" and _looks_like_vr(head[4:6])
 
 
-def _file_meta_end(fh: BinaryIO, start: int, size: int) -> int:
+def file_meta_end(fh: BinaryIO, start: int, size: int) -> int:
     """Offset of the first byte after the File Meta Information group (0002) that begins at ``start``.
 
     Walks the elements by their lengths instead of trusting (0002,0000), which real files
@@ -252,7 +252,7 @@ def _parse_file(path: Path) -> ParsedInstance:
                 "File Meta Information (0002,eeee) at the start",
             )
         meta_start = 0 if missing_preamble else PART10_PREFIX_LENGTH
-        meta_end = _file_meta_end(fh, meta_start, size)
+        meta_end = file_meta_end(fh, meta_start, size)
         if meta_end == meta_start:
             raise IngestError(Reason.MALFORMED, "file has the 'DICM' prefix but no File Meta Information (0002,eeee)")
         fh.seek(0)
