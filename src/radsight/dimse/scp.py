@@ -9,11 +9,13 @@
   ingest service.
 - C-FIND matches with the index's query engine (:mod:`radsight.index.query`), the one
   QIDO-RS uses, and answers only the keys asked for.
-- C-MOVE (to registered peers) and C-GET send the stored instances; a data set read from
-  storage is written back by pydicom element by element without decoding its values, so the
+- C-MOVE (to registered peers) and C-GET send the stored instances in their stored transfer
+  syntax where the peer accepts it. pynetdicom's retrieve services take a decoded Dataset:
+  read from storage, its elements stay raw and pydicom writes them back unchanged, so the
   bytes are the stored ones, except that retired group length elements (gggg,0000) are left
   out and a deflated data set is compressed anew. An instance stored with an empty SOP
-  Class or Instance UID is sent with the indexed values filled in.
+  Class or Instance UID is sent with the indexed values filled in. (Each retrieved instance
+  is in memory while it is sent, as pynetdicom queues a whole message before sending it.)
 """
 
 from __future__ import annotations
@@ -371,10 +373,15 @@ def _sub_operations(
 
 
 def _move_contexts(matches: list[_Match]) -> list[PresentationContext]:
-    groups = storage_contexts((m.sop_class_uid, m.transfer_syntax_uid) for m in matches)
-    if len(groups) > 1:
-        log.warning("C-MOVE needs more than %d presentation contexts; some instances may fail", MAX_CONTEXTS)
-    return groups[0].contexts if groups else []
+    """Contexts for the sub-association: each stored syntax, plus uncompressed fallbacks."""
+    pairs = sorted({(m.sop_class_uid, m.transfer_syntax_uid) for m in matches})
+    groups = storage_contexts(pairs)
+    if len(groups) <= 1:
+        return groups[0].contexts if groups else [build_context(Verification)]
+    # One association holds 128 contexts: keep the stored syntaxes, drop the fallbacks.
+    if len(pairs) > MAX_CONTEXTS:
+        log.warning("C-MOVE of %d SOP class / syntax pairs: those past %d will fail", len(pairs), MAX_CONTEXTS)
+    return [build_context(sop_class, [ts]) for sop_class, ts in pairs[:MAX_CONTEXTS]]
 
 
 def handle_move(event: evt.Event, archive: Archive) -> Iterator[Any]:
@@ -397,7 +404,7 @@ def handle_move(event: evt.Event, archive: Archive) -> Iterator[Any]:
         yield 1
         yield _status(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
         return
-    yield address[0], address[1], {"contexts": _move_contexts(matches) or [build_context(Verification)]}
+    yield address[0], address[1], {"contexts": _move_contexts(matches)}
     yield len(matches)
     yield from _sub_operations(event, archive, matches)
 
