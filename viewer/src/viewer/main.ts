@@ -360,7 +360,7 @@ function updateOverlay(slot: Slot): void {
   const index = vp.getSliceIndex?.() ?? 0;
   const count = vp.getNumberOfSlices?.() ?? s.imageIds.length;
   slot.ov.tr.textContent = [
-    `${s.modality}  Se ${s.number ?? ''}`,
+    s.number === undefined ? s.modality : `${s.modality}  Se ${s.number}`,
     s.description,
     slot.orientation ? String(slot.orientation).toUpperCase() : '',
   ]
