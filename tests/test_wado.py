@@ -22,6 +22,7 @@ from pydicom.pixels import pixel_array
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import select
 
+from dicom_factory import make_ct
 from radsight.imaging.decode import decompressed_copy
 from radsight.index.models import Instance
 from radsight.ingest.importer import import_paths
@@ -83,6 +84,12 @@ def data(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> dic
     tmp = tmp_path_factory.mktemp("pydicom-files")
     for name in PYDICOM_FILES:
         loaded[name] = _load(server, unique_copy(Path(get_testdata_file(name)), tmp / name))
+    # A series mixing small instances and one over the 4 MiB streaming chunk (2400 x 1200 x 16 bit).
+    study, series = generate_uid(), generate_uid()
+    for i, (rows, columns) in enumerate([(64, 64), (2400, 1200), (64, 64)]):
+        path = tmp / f"mixed{i}.dcm"
+        make_ct(path, study_uid=study, series_uid=series, rows=rows, columns=columns, instance_number=i + 1)
+        loaded[f"mixed{i}"] = _load(server, path)
 
     def on_result(name: str, result: IngestResult) -> None:
         ts = str(pydicom.dcmread(name, stop_before_pixels=True).file_meta.TransferSyntaxUID)
@@ -458,3 +465,19 @@ def test_rendered_frame_and_thumbnails(server: RunningServer, data: dict[str, Lo
         img = _image(http.get(url))
         assert img.shape == (128, 128) and img.std() > 0
     assert http.get("/dicomweb/studies/1.2.3/thumbnail").status_code == 404
+
+
+@pytest.mark.parametrize("name", ["CT1_UNC", "US1_UNC", "NM1_UNC", "CT1_J2KR", "VL1_RLE", "SC1_JLSL"])
+def test_single_frame_as_stored(data: dict[str, Loaded], http: httpx.Client, name: str):
+    d = data[name]
+    r = http.get(
+        f"{d.path}/frames/1", headers={"Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"}
+    )
+    [(headers, body)] = parts(r)
+    original = pydicom.dcmread(d.source)
+    if original.file_meta.TransferSyntaxUID.is_compressed:
+        assert headers["content-type"] == f"application/octet-stream; transfer-syntax={d.ts}"
+        assert body == get_frame(original.PixelData, 0, number_of_frames=1)
+    else:
+        assert headers["content-type"] == f"application/octet-stream; transfer-syntax={ExplicitVRLittleEndian}"
+        assert body == original.pixel_array.tobytes()

@@ -30,6 +30,7 @@ from radsight.imaging.decode import DecodeError, NoPixelData, decode_frames, is_
 from radsight.imaging.frames import (
     decoded_frame_bytes,
     native_frames,
+    single_frame_as_stored,
     stored_encapsulated_frames,
 )
 from radsight.imaging.render import MAX_VIEWPORT, MEDIA_TYPES, RenderError, RenderOptions, Window, render
@@ -80,6 +81,7 @@ class StoredInstance:
     file_size: int
     pixel_data_offset: int | None
     rows: int | None
+    columns: int | None
     bits_allocated: int | None
     number_of_frames: int | None
     metadata_json: str | None = None
@@ -121,6 +123,7 @@ def find_instances(
         Instance.file_size,
         Instance.pixel_data_offset,
         Instance.rows,
+        Instance.columns,
         Instance.bits_allocated,
         Instance.number_of_frames,
     ]
@@ -389,6 +392,20 @@ def frame_bytes(archive: Archive, inst: StoredInstance, indices: list[int], deco
     """Frames at 0-based ``indices``: stored compressed bytes, native bytes, or decoded native bytes."""
     path = local_path(archive, inst)
     dcmtk = archive.settings.dcmtk_fallback
+    if not decode and indices == [0] and inst.frames == 1 and inst.pixel_data_offset is not None:
+        try:
+            fast = single_frame_as_stored(
+                path,
+                inst.pixel_data_offset,
+                inst.transfer_syntax_uid,
+                rows=inst.rows or 0,
+                columns=inst.columns or 0,
+                bits_allocated=inst.bits_allocated or 0,
+            )
+        except ValueError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"cannot read the frame: {exc}") from exc
+        if fast is not None:
+            return [fast]
     header = read_header(path)
     try:
         if decode and is_encapsulated(inst.transfer_syntax_uid):

@@ -18,7 +18,7 @@ from pydicom.encaps import get_frame
 from pydicom.pixels.utils import get_expected_length, pack_bits, unpack_bits
 from pydicom.uid import UID, ExplicitVRBigEndian
 
-from radsight.imaging.decode import decode_frames, number_of_frames
+from radsight.imaging.decode import decode_frames, is_encapsulated, number_of_frames
 
 _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN"}
 
@@ -118,6 +118,31 @@ def native_frames(
             if len(data) != frame_length:
                 raise ValueError(f"frame {index + 1} is cut short in the stored file")
             yield data
+
+
+def single_frame_as_stored(
+    path: Path, offset: int, transfer_syntax_uid: str, *, rows: int, columns: int, bits_allocated: int
+) -> bytes | None:
+    """The one frame of a single-frame instance from index facts alone (no header parse), or None.
+
+    The viewer's most frequent request (one CT/MR slice): encapsulated, the frame is the
+    fragments after the offset table; native (8 bits or more, little endian), it is the value
+    less any padding byte, whatever the samples per pixel (1, 2 for YBR_FULL_422, 3).
+    """
+    if is_encapsulated(transfer_syntax_uid):
+        with open(path, "rb") as fh:
+            fh.seek(offset + 12)
+            return get_frame(fh, 0, number_of_frames=1)
+    if bits_allocated < 8 or bits_allocated % 8 or transfer_syntax_uid == ExplicitVRBigEndian:
+        return None
+    start, length = pixel_value_position(path, offset, transfer_syntax_uid)
+    unit = rows * columns * bits_allocated // 8
+    if unit == 0 or length < unit:
+        return None
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        data = fh.read(length // unit * unit)
+    return data if len(data) == length // unit * unit else None
 
 
 def decoded_frame_bytes(arr: np.ndarray) -> bytes:
