@@ -4,6 +4,11 @@ storescp, and pynetdicom where a request must be crafted. Runs on SQLite and Pos
 from __future__ import annotations
 
 import gc
+import os
+import signal
+import subprocess
+import sys
+import time
 import tracemalloc
 import uuid
 from pathlib import Path
@@ -14,6 +19,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from pynetdicom import AE, _config, build_context
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from sqlalchemy import select
 from tests.conftest import SHARED_DATA, RunningServer, free_port
 from tests.dicom_factory import make_ct
@@ -117,6 +123,48 @@ def test_server_stops_and_starts_cleanly(archive: Archive) -> None:
         assert dcmtk("echoscu", "-aec", "RADSIGHT", "127.0.0.1", str(port)).returncode == 0
     finally:
         dicom.stop()
+
+
+def test_stop_aborts_associations_still_open_after_the_grace_period(archive: Archive) -> None:
+    archive.settings.allow_any_calling_ae = True
+    port = free_port()
+    dicom = DicomServer(archive)
+    dicom.start("127.0.0.1", port)
+    assoc = AE(ae_title="IDLE").associate("127.0.0.1", port, [build_context(Verification)], ae_title="RADSIGHT")
+    assert assoc.is_established
+    started = time.monotonic()
+    dicom.stop(timeout=0.5)
+    assert time.monotonic() - started < 5
+    deadline = time.monotonic() + 5
+    while assoc.is_established and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert assoc.is_aborted
+
+
+def test_radsight_serve_stops_on_sigterm(tmp_path: Path) -> None:
+    http_port, dicom_port = free_port(), free_port()
+    env = {**os.environ, "RADSIGHT_ALLOW_ANY_CALLING_AE": "true"}
+    radsight = Path(sys.executable).with_name("radsight")
+    proc = subprocess.Popen(
+        [str(radsight), "serve", "--home", str(tmp_path / "home"), "--http-port", str(http_port),
+         "--dicom-port", str(dicom_port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        # (A bare TCP probe would count as an open association and delay the stop.)
+        deadline = time.monotonic() + 30
+        while dcmtk("echoscu", "-aec", "RADSIGHT", "127.0.0.1", str(dicom_port)).returncode != 0:
+            assert proc.poll() is None and time.monotonic() < deadline, "radsight serve did not start"
+            time.sleep(0.2)
+        stopping = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert time.monotonic() - stopping < 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert dcmtk("echoscu", "-to", "2", "-aec", "RADSIGHT", "127.0.0.1", str(dicom_port)).returncode != 0
 
 
 # -- C-STORE ------------------------------------------------------------------------------------------

@@ -465,9 +465,11 @@ class DicomServer:
         if server is None:
             return
         server.shutdown()
+        # Connections that never sent an A-ASSOCIATE-RQ (probes) are not waited for.
         deadline = time.monotonic() + timeout
-        while self.ae.active_associations and time.monotonic() < deadline:
+        while any(a.is_established for a in self.ae.active_associations) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if self.ae.active_associations:
-            log.warning("aborting %d DICOM association(s) still running", len(self.ae.active_associations))
+        running = [a for a in self.ae.active_associations if a.is_established]
+        if running:
+            log.warning("aborting %d DICOM association(s) still running", len(running))
         self.ae.shutdown()
