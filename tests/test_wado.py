@@ -17,7 +17,7 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from PIL import Image
 from pydicom.data import get_testdata_file
-from pydicom.encaps import get_frame
+from pydicom.encaps import encapsulate, get_frame
 from pydicom.pixels import pixel_array
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import select
@@ -220,6 +220,7 @@ def test_lossy_jpeg_transcodes_through_dcmtk(data: dict[str, Loaded], http: http
         expected = pixel_array(copy)
     assert np.array_equal(ds.pixel_array, expected)
     assert ds.pixel_array.std() > 0
+    assert ds.SOPInstanceUID == d.sop  # DCMTK keeps the UID
 
 
 def test_series_transcode_streams_every_instance(server: RunningServer, data: dict[str, Loaded], http: httpx.Client):
@@ -481,3 +482,46 @@ def test_single_frame_as_stored(data: dict[str, Loaded], http: httpx.Client, nam
     else:
         assert headers["content-type"] == f"application/octet-stream; transfer-syntax={ExplicitVRLittleEndian}"
         assert body == original.pixel_array.tobytes()
+
+
+def test_series_rendered_is_one_image_per_instance(data: dict[str, Loaded], http: httpx.Client):
+    study, series, sops = ct_series(data)
+    r = http.get(f"/dicomweb/studies/{study}/series/{series}/rendered", params={"viewport": "64,64"})
+    assert r.status_code == 200
+    got = parts(r)
+    assert len(got) == 20
+    assert {h["content-location"].split("/instances/")[1].split("/")[0] for h, _ in got} == set(sops)
+    for headers, body in got:
+        assert headers["content-type"] == "image/jpeg"
+        img = np.asarray(Image.open(io.BytesIO(body)))
+        assert img.shape == (64, 64) and img.std() > 0
+
+
+def test_undecodable_instance_is_a_clear_4xx_never_a_blank_image(
+    server: RunningServer, http: httpx.Client, tmp_path: Path
+):
+    ds = pydicom.dcmread(WG04 / "J2KR" / "CT2_J2KR")
+    frame = get_frame(ds.PixelData, 0, number_of_frames=1)
+    ds.PixelData = encapsulate([frame[:40]])  # a cut JPEG 2000 codestream, structurally valid DICOM
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.save_as(tmp_path / "broken.dcm")
+    d = _load(server, tmp_path / "broken.dcm")
+    for url, accept in [
+        (f"{d.path}/rendered", "image/jpeg"),
+        (f"{d.path}/thumbnail", "image/jpeg"),
+        (
+            f"{d.path}/frames/1",
+            f"multipart/related; type=application/octet-stream; transfer-syntax={ExplicitVRLittleEndian}",
+        ),
+        (d.path, f"multipart/related; type=application/dicom; transfer-syntax={ExplicitVRLittleEndian}"),
+    ]:
+        r = http.get(url, headers={"Accept": accept})
+        assert r.status_code == 422, (url, r.status_code)
+        assert "cannot decode JPEG 2000" in r.json()["detail"]
+    # What is stored can still go out as stored.
+    stored = http.get(
+        f"{d.path}/frames/1", headers={"Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"}
+    )
+    assert parts(stored)[0][1] == frame[:40]
+    assert parts(http.get(d.path))[0][1] == (tmp_path / "broken.dcm").read_bytes()

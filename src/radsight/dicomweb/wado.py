@@ -649,6 +649,75 @@ def rendered_frame(
     )
 
 
+def _rendered_many(
+    archive: Archive,
+    request: Request,
+    instances: list[StoredInstance],
+    *,
+    window: str | None,
+    viewport: str | None,
+    quality: int | None,
+    accept: str | None,
+) -> Response:
+    """Series / study rendered (PS3.18 10.4.1.1.3): one rendered part per image instance (its first
+    frame), each rendered only when the stream reaches it."""
+    media_type = rendered_media_type(request, accept)
+    options = RenderOptions(
+        media_type=media_type,
+        window=parse_window(window),
+        viewport=parse_viewport(viewport),
+        quality=parse_quality(quality),
+    )
+    images = [i for i in instances if i.has_pixels]
+    if not images:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no instance with pixel data to render")
+    base = dicomweb_base(request)
+    writer = MultipartWriter(media_type)
+    parts = [
+        Part(media_type, f"{base}{inst.path}/rendered", produce=functools.partial(_render_part, archive, inst, options))
+        for inst in images
+    ]
+    return StreamingResponse(writer.stream(parts, _open_key(archive)), media_type=writer.content_type)
+
+
+def _render_part(archive: Archive, inst: StoredInstance, options: RenderOptions) -> bytes:
+    try:
+        return render_instance(archive, inst, 0, options)
+    except HTTPException:
+        # Already streaming: cut the connection (the client sees an incomplete response).
+        log.exception("rendering %s failed during a series/study rendered response", inst.sop_instance_uid)
+        raise
+
+
+@router.get("/studies/{study}/rendered")
+def rendered_study(
+    study: str,
+    request: Request,
+    archive: ArchiveDep,
+    window: WindowQ = None,
+    viewport: ViewportQ = None,
+    quality: QualityQ = None,
+    accept: AcceptQ = None,
+) -> Response:
+    instances = find_instances(archive, study)
+    return _rendered_many(archive, request, instances, window=window, viewport=viewport, quality=quality, accept=accept)
+
+
+@router.get("/studies/{study}/series/{series}/rendered")
+def rendered_series(
+    study: str,
+    series: str,
+    request: Request,
+    archive: ArchiveDep,
+    window: WindowQ = None,
+    viewport: ViewportQ = None,
+    quality: QualityQ = None,
+    accept: AcceptQ = None,
+) -> Response:
+    instances = find_instances(archive, study, series)
+    return _rendered_many(archive, request, instances, window=window, viewport=viewport, quality=quality, accept=accept)
+
+
 def _middle_image(instances: list[StoredInstance]) -> StoredInstance:
     images = [i for i in instances if i.has_pixels]
     if not images:
