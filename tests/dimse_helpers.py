@@ -75,14 +75,14 @@ class StoreSCP:
 
 
 @contextmanager
-def dcmtk_storescp(directory: Path, ae_title: str = "DEST") -> Iterator[StoreSCP]:
-    """DCMTK's storescp on a free port, accepting every transfer syntax it knows, writing
-    the data sets exactly as received (+B)."""
+def dcmtk_storescp(directory: Path, ae_title: str = "DEST", syntaxes: str = "+xa") -> Iterator[StoreSCP]:
+    """DCMTK's storescp on a free port, writing the data sets exactly as received (+B); by
+    default it accepts every transfer syntax it knows (``+xi``: Implicit VR Little Endian only)."""
     require_dcmtk("storescp")
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     proc = subprocess.Popen(
-        ["storescp", "-aet", ae_title, "+xa", "+B", "-od", str(directory), str(port)],
+        ["storescp", "-aet", ae_title, syntaxes, "+B", "-od", str(directory), str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

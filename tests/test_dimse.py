@@ -570,6 +570,29 @@ def test_send_study_to_dcmtk_storescp(server: RunningServer, tmp_path: Path) -> 
         _assert_received_as_stored(server.archive, dest.files(), uids)
 
 
+def test_send_study_converts_uncompressed_and_reports_what_cannot_go(server: RunningServer, tmp_path: Path) -> None:
+    """A peer taking Implicit VR Little Endian only: the Explicit VR instances are re-encoded,
+    the JPEG 2000 one cannot be (no transcoding) and is reported failed."""
+    study = _ingest_study(server.archive, tmp_path / "in", 2)
+    j2k = pydicom.dcmread(WG04 / "J2KI" / "CT2_J2KI")
+    j2k.StudyInstanceUID, j2k.SeriesInstanceUID = study[0].StudyInstanceUID, generate_uid()
+    j2k.SOPInstanceUID = j2k.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    j2k.save_as(tmp_path / "j2k.dcm", enforce_file_format=True)
+    assert server.archive.ingest.ingest_file(tmp_path / "j2k.dcm").ok
+
+    with dcmtk_storescp(tmp_path / "dest", f"IMPL{_tag()}", "+xi") as dest:
+        with server.archive.db.session() as s:
+            add_peer(s, dest.ae_title, "127.0.0.1", dest.port)
+        report = send_study(server.archive, study[0].StudyInstanceUID, dest.ae_title)
+        assert (report.sent, report.failed, report.failed_instances) == (2, 1, [j2k.SOPInstanceUID])
+        received = {str(d.SOPInstanceUID): d for d in (pydicom.dcmread(p) for p in dest.files())}
+    assert set(received) == {d.SOPInstanceUID for d in study}
+    for original in study:
+        got = received[original.SOPInstanceUID]
+        assert got.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2"
+        assert got.PixelData == original.PixelData and got.PatientName == original.PatientName
+
+
 def test_send_study_errors(server: RunningServer, tmp_path: Path) -> None:
     study = _ingest_study(server.archive, tmp_path, 1)
     with pytest.raises(LookupError):
