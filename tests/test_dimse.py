@@ -226,6 +226,29 @@ def test_storescu_directory_of_small_ct(server: RunningServer, tmp_path: Path) -
         assert row is not None and row.number_of_instances == 5
 
 
+def test_concurrent_senders(server: RunningServer, tmp_path: Path) -> None:
+    """Four storescu processes at once, one association each: every instance is stored."""
+    study = generate_uid()
+    folders = []
+    for n in range(4):
+        folder = tmp_path / str(n)
+        folder.mkdir()
+        for i in range(5):
+            make_ct(folder / f"{i}.dcm", study_uid=study, instance_number=n * 5 + i + 1)
+        folders.append(folder)
+    procs = [
+        subprocess.Popen(["storescu", "+sd", "-aec", server.ae_title, "127.0.0.1", str(server.dicom_port), str(f)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for f in folders
+    ]
+    for p in procs:
+        out, _ = p.communicate(timeout=60)
+        assert p.returncode == 0, out
+    with server.archive.db.session() as s:
+        row = s.scalar(select(Study).where(Study.study_instance_uid == study))
+        assert row is not None and row.number_of_instances == 20
+
+
 def _pynetdicom_store(
     server: RunningServer, path: Path, sop_class: str = CTImageStorage, syntax: str = ExplicitVRLittleEndian
 ) -> Dataset:
