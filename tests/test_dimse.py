@@ -432,6 +432,15 @@ def test_findscu_patient_root(server: RunningServer, tmp_path: Path) -> None:
     assert len(studies) == 2
 
 
+def test_findscu_unicode_names(server: RunningServer, tmp_path: Path) -> None:
+    tag = _tag()
+    study = _ingest_study(server.archive, tmp_path, 1, patient_name=f"Müller{tag}^Jörg")
+    found = _findscu(server, tmp_path / "u", "SpecificCharacterSet=ISO_IR 192", "QueryRetrieveLevel=STUDY",
+                     f"PatientName=müller{tag}*", "StudyInstanceUID")
+    assert [str(d.StudyInstanceUID) for d in found] == [study[0].StudyInstanceUID]
+    assert str(found[0].PatientName) == f"Müller{tag}^Jörg"
+
+
 def test_find_refuses_bad_identifiers(server: RunningServer) -> None:
     from radsight.dimse.scu import DimseError
 
