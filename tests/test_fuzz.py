@@ -48,6 +48,7 @@ FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     derandomize=True,
+    database=None,  # deterministic examples; nothing to remember between runs (no .hypothesis folder)
 )
 
 # One mutation: (kind, where as a fraction of the length, a byte value / bit / length)
