@@ -230,3 +230,13 @@ def test_serve_health_auth_settings_and_sigterm(served: tuple[subprocess.Popen[b
     assert proc.wait(timeout=20) == 0
     assert time.monotonic() - started < 15
     assert not _port_open(dicom_port) and not _port_open(http_port)
+
+
+def test_demo_data_command(tmp_path: Path, shared_data: Path) -> None:
+    out = tmp_path / "demo"
+    code, text = _run("demo-data", str(out), "--cxr", "3", "--shared-data", str(shared_data))
+    assert code == 0, text
+    assert "wrote 3 chest X-rays (DX) and a 112-slice CT series" in text
+    assert len(list((out / "cxr").glob("*.dcm"))) == 3 and len(list((out / "ct").glob("*.dcm"))) == 112
+    code, text = _run("demo-data", str(out), "--shared-data", str(tmp_path / "nowhere"))
+    assert code == 2 and "shared data not found" in text
