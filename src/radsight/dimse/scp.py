@@ -89,9 +89,16 @@ def configure_pynetdicom() -> None:
       from the contexts added to the AE.
     - STORE_RECV_CHUNKED_DATASET: a received data set goes to a temporary file as it
       arrives instead of being held in memory (objects of hundreds of MB).
+    - No query identifiers in the log (patient names, IDs), and pynetdicom's per-message
+      INFO lines only if someone asked for them by setting its logger's level.
     """
     _config.UNRESTRICTED_STORAGE_SERVICE = True
     _config.STORE_RECV_CHUNKED_DATASET = True
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+    pynetdicom_log = logging.getLogger("pynetdicom")
+    if pynetdicom_log.level == logging.NOTSET:
+        pynetdicom_log.setLevel(logging.WARNING)
 
 
 def _status(code: int, comment: str = "") -> Dataset:
