@@ -318,6 +318,11 @@ def test_instance_metadata_fills_the_series_and_bulk_data_uris_work(
         assert r.status_code == 200, uri
         [(_, value)] = parts(r)
         assert value == original[int(tag, 16)].value, tag
+    single = http.get(f"{d.path}/bulkdata/00281201", headers={"Accept": "application/octet-stream"})
+    assert single.headers["content-type"] == "application/octet-stream"
+    assert single.content == original.RedPaletteColorLookupTableData
+    default = http.get(f"{d.path}/bulkdata/00281201")
+    assert parts(default)[0][1] == original.RedPaletteColorLookupTableData
     with server.archive.db.session() as s:
         assert s.scalar(select(Instance.metadata_json).where(Instance.sop_instance_uid == d.sop))
     assert http.get(f"{d.path}/bulkdata/00100010").status_code == 404  # not binary
@@ -525,3 +530,26 @@ def test_undecodable_instance_is_a_clear_4xx_never_a_blank_image(
     )
     assert parts(stored)[0][1] == frame[:40]
     assert parts(http.get(d.path))[0][1] == (tmp_path / "broken.dcm").read_bytes()
+
+
+def test_per_instance_negotiation_in_a_mixed_series(data: dict[str, Loaded], http: httpx.Client):
+    """The WG04 CT1 series holds the same image in six transfer syntaxes."""
+    d = data["CT1_J2KR"]
+    members = {x.sop: x for x in data.values() if x.series == d.series}
+    assert len({x.ts for x in members.values()}) == 6
+    url = f"/dicomweb/studies/{d.study}/series/{d.series}"
+    j2k = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.90'
+    assert http.get(url, headers={"Accept": j2k}).status_code == 406
+    explicit = f'multipart/related; type="application/dicom"; transfer-syntax={ExplicitVRLittleEndian}; q=0.5'
+    r = http.get(url, headers={"Accept": f"{j2k}, {explicit}"})
+    assert r.status_code == 200
+    got = parts(r)
+    assert len(got) == len(members)
+    for headers, body in got:
+        ds = pydicom.dcmread(io.BytesIO(body), stop_before_pixels=True)
+        src = members[ds.SOPInstanceUID]
+        if src.ts == "1.2.840.10008.1.2.4.90":
+            assert body == src.source.read_bytes()  # accepted as stored
+        else:
+            assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        assert headers["content-type"] == f"application/dicom; transfer-syntax={ds.file_meta.TransferSyntaxUID}"

@@ -477,6 +477,8 @@ def retrieve_bulk_data(
         data = frame_bytes(archive, inst, indices, plan.decode)
         if plan.decode or not is_encapsulated(inst.transfer_syntax_uid):
             data = [b"".join(data)]
+        if not plan.multipart and len(data) == 1:
+            return Response(data[0], media_type=plan.content_type)
         writer = MultipartWriter(plan.part_type)
         parts = [Part(plan.content_type, location, data=d) for d in data]
     else:
@@ -487,7 +489,8 @@ def retrieve_bulk_data(
         if not any(part_type(r) in _ANY | {OCTET} for r in ranges):
             raise _not_acceptable(f"bulk data is available as {OCTET}")
         value = bytes(elem.value or b"")
-        if not any(r.media_type.startswith("multipart/") for r in ranges):
+        if ranges[0].media_type == OCTET:
+            # Asked for as a single part: the value itself (PS3.18 8.7.3.3.2 allows both).
             return Response(value, media_type=OCTET)
         parts = [Part(OCTET, location, data=value)]
     return Response(b"".join(writer.stream(parts, _open_key(archive))), media_type=writer.content_type)
