@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import io
 import json
 import os
@@ -959,6 +960,8 @@ def _sigterm(_signo: int, _frame: Any) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     plan = QUICK if args.quick else FULL
+    if args.set:
+        plan = dataclasses.replace(plan, **{k: int(v) for k, _, v in (kv.partition("=") for kv in args.set)})
     only = set(args.only.split(",")) if args.only else {"stow", "cstore", "qido", "wado"}
     started = datetime.now(UTC)
     results: dict[str, Any] = {
@@ -1085,6 +1088,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="small N: a smoke run of a minute or two")
     parser.add_argument("--only", help="comma-separated subset of stow,cstore,qido,wado")
+    parser.add_argument("--set", action="append", metavar="FIELD=N",
+                        help=f"override a size of the plan ({', '.join(f.name for f in dataclasses.fields(Plan))})")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (servers' logs, data)")
     parser.add_argument("--tmp", help="parent of the temporary directory (default: system temp)")
     parser.add_argument("--profile-radsight", metavar="FILE",
