@@ -97,6 +97,21 @@ function isVolume(modality: string, instances: DicomJsonDataset[]): boolean {
   );
 }
 
+// Pixel spacings of 0 (seen in real radiographs, e.g. WG04 RG1) would make every geometry NaN:
+// such an image is shown uncalibrated instead.
+const SPACING_TAGS = ['00280030', '00181164'];
+
+function sanitize(inst: DicomJsonDataset): DicomJsonDataset {
+  const bad = SPACING_TAGS.filter((t) => {
+    const v = nums(inst, t);
+    return inst[t] && (v.length < 2 || v.some((x) => !Number.isFinite(x) || x <= 0));
+  });
+  if (!bad.length) return inst;
+  const copy = { ...inst };
+  for (const t of bad) delete copy[t];
+  return copy;
+}
+
 export async function loadSeries(client: DicomWebClient, info: SeriesInfo): Promise<LoadedSeries> {
   const instances = sortInstances(await client.seriesMetadata(info.studyUID, info.seriesUID));
   const modality = info.modality || str(instances[0], Tag.Modality);
@@ -111,7 +126,7 @@ export async function loadSeries(client: DicomWebClient, info: SeriesInfo): Prom
       const frames = num(inst, Tag.NumberOfFrames) ?? 1;
       const prefix = `${base}/studies/${info.studyUID}/series/${info.seriesUID}/instances/${sop}/frames/`;
       // The loader derives per-frame metadata of a multi-frame instance from frame 1's entry.
-      wadors.metaDataManager.add(`${prefix}1`, inst as never);
+      wadors.metaDataManager.add(`${prefix}1`, sanitize(inst) as never);
       for (let f = 1; f <= frames; f++) {
         imageIds.push(`${prefix}${f}`);
         metadataByImageId.set(`${prefix}${f}`, inst);
