@@ -13,7 +13,7 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate, get_frame
-from pydicom.pixels import pixel_array
+from pydicom.pixels import apply_modality_lut, apply_windowing, pixel_array
 from pydicom.pixels.utils import pack_bits
 from pydicom.uid import ExplicitVRLittleEndian, SegmentationStorage, generate_uid
 
@@ -191,3 +191,26 @@ def test_palette_colour_renders_rgb():
     image = np.asarray(Image.open(io.BytesIO(render(arr, header, RenderOptions(media_type="image/png")))))
     assert image.shape == (350, 800, 3)
     assert len(np.unique(image.reshape(-1, 3), axis=0)) > 10
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        Window(40, 400),
+        Window(-600, 1500),
+        Window(40, 1),
+        Window(40, 400, "LINEAR_EXACT"),
+        Window(40, 0.5, "LINEAR_EXACT"),
+    ],
+)
+def test_linear_windows_match_pydicom(window: Window):
+    """The linear VOI functions are written out for speed: they must equal pydicom's."""
+    path = WG04 / "REF" / "CT1_UNC"
+    header = read_header(path)
+    [arr] = decode_frames(path, header, [0])
+    values = apply_modality_lut(arr, header).astype(np.float64)
+    voi = Dataset()
+    voi.PhotometricInterpretation, voi.BitsStored, voi.PixelRepresentation = "MONOCHROME2", 8, 0
+    voi.WindowCenter, voi.WindowWidth, voi.VOILUTFunction = window.center, window.width, window.function
+    expected = np.rint(apply_windowing(values.copy(), voi)).astype(int)
+    assert np.abs(_gray(arr, header, window=window) - expected).max() <= 1

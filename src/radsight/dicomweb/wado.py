@@ -261,6 +261,11 @@ def retrieve_response(archive: Archive, request: Request, instances: list[Stored
         content_type = f"application/dicom; transfer-syntax={syntax}"
         location = base + inst.path
         if syntax == inst.transfer_syntax_uid:
+            if not archive.storage.exists(inst.storage_key):
+                # Say so before streaming starts, rather than cutting the response short.
+                raise HTTPException(
+                    status.HTTP_404_NOT_FOUND, f"the stored object of {inst.sop_instance_uid} is missing"
+                )
             parts.append(Part(content_type, location, storage_key=inst.storage_key, size=inst.file_size))
             continue
         path = local_path(archive, inst)
