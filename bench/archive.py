@@ -924,6 +924,29 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def cpu_table(results: dict[str, Any]) -> str:
+    """Server CPU time per unit of work (steadier than wall time on a shared machine)."""
+    r = results["results"]
+    rows: list[tuple[str, float | None, float | None]] = []
+    for key, label in (("stow_single", "STOW-RS 1/request: CPU ms per instance"),
+                       ("stow_batch", "STOW-RS 10/request: CPU ms per instance"),
+                       ("cstore", "C-STORE: CPU ms per instance")):
+        if key in r:
+            rows.append((label, r[key]["RadSight"].get("server_cpu_ms_per_instance"),
+                         r[key]["Orthanc"].get("server_cpu_ms_per_instance")))
+    if "qido" in r:
+        rows.append(("QIDO-RS: CPU ms per query", r["qido"]["RadSight"].get("server_cpu_ms_per_query"),
+                     r["qido"]["Orthanc"].get("server_cpu_ms_per_query")))
+    for w in r.get("wado", []):
+        rows.append((f"WADO-RS {w['series']}: CPU s per GB", w["RadSight"].get("server_cpu_s_per_gb"),
+                     w["Orthanc"].get("server_cpu_s_per_gb")))
+    lines = ["| server CPU (lower is better) | RadSight | Orthanc | RadSight/Orthanc |", "|---|---:|---:|---:|"]
+    for label, rs, oc in rows:
+        ratio = f"{rs / oc:.2f}" if rs and oc else "n/a"
+        lines.append(f"| {label} | {fmt(rs)} | {fmt(oc)} | {ratio} |")
+    return "\n".join(lines)
+
+
 def qido_kind_table(results: dict[str, Any]) -> str:
     q = results["results"].get("qido")
     if not q:
@@ -1020,15 +1043,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["versions"] = {s.name: s.version for s in servers}
         log(f"versions: {results['versions']}")
 
+        loadavg = results["machine"]["loadavg_by_phase"] = {}
         if "stow" in only:
+            loadavg["before_stow"] = round(os.getloadavg()[0], 2)
             log(f"STOW-RS, 1 instance per request, {CLIENTS} clients ...")
             results["results"]["stow_single"] = bench_stow(servers, single, 1)
             log(f"STOW-RS, {plan.batch_size} instances per request, {CLIENTS} clients ...")
             results["results"]["stow_batch"] = bench_stow(servers, batch, plan.batch_size)
         if "cstore" in only:
+            loadavg["before_cstore"] = round(os.getloadavg()[0], 2)
             log("C-STORE (storescu, one association per half) ...")
             results["results"]["cstore"] = bench_cstore(servers, halves, plan.cstore)
         if "wado" in only:
+            loadavg["before_wado"] = round(os.getloadavg()[0], 2)
             results["results"]["wado"] = []
             for ref in wado_series:
                 loads = {}
@@ -1060,6 +1087,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 t.start()
             for t in loaders:
                 t.join(timeout=3600)
+            loadavg["before_qido_queries"] = round(os.getloadavg()[0], 2)
             queries = make_queries(search, plan.qido_queries, 5)
             log(f"QIDO-RS: {len(queries)} queries per server, alternating ...")
             q = bench_qido(servers, queries)
@@ -1112,6 +1140,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Versions: {', '.join(results.get('versions', {}).values())}  ")
     print(f"Duration: {results.get('duration_s')} s; results: {out.relative_to(REPO)}\n")
     print(markdown(results))
+    print("\n" + cpu_table(results))
     kinds = qido_kind_table(results)
     if kinds:
         print("\nQIDO-RS latency by query kind:\n")
