@@ -553,3 +553,33 @@ def test_per_instance_negotiation_in_a_mixed_series(data: dict[str, Loaded], htt
         else:
             assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
         assert headers["content-type"] == f"application/dicom; transfer-syntax={ds.file_meta.TransferSyntaxUID}"
+
+
+def test_bad_input_is_never_a_server_error(server: RunningServer, data: dict[str, Loaded], http: httpx.Client):
+    sr = _load(server, SHARED_DATA / "dicom" / "dcmqi" / "sr-example" / "sr.dcm")
+    ct = data["CT1_J2KR"]
+    cases = [
+        (f"{sr.path}/frames/1", {}, 404),
+        (f"{sr.path}/rendered", {}, 404),
+        (f"{sr.path}/thumbnail", {}, 404),
+        (f"{sr.path}/bulkdata/7FE00010", {}, 404),
+        (f"{ct.path}/bulkdata/zzzz", {}, 404),
+        (f"{ct.path}/bulkdata/00081140/0/00081155", {}, 404),
+        (f"{ct.path}/frames/1,,2", {}, 400),
+        (f"{ct.path}/frames/99999999999999999999", {}, 404),
+        (f"{ct.path}/rendered?quality=500", {}, 400),
+        (f"{ct.path}/rendered?window=1,2,FOO", {}, 400),
+        (f"{ct.path}/rendered?viewport=99999,10", {}, 400),
+        (f"{ct.path}/metadata", {"Accept": "text/html"}, 406),
+        (ct.path, {"Accept": "foo"}, 406),
+        (ct.path, {"Accept": 'multipart/related; type="application/dicom"; q=abc'}, 406),
+        (f"{ct.path}/frames/1", {"Accept": "image/jls"}, 406),
+    ]
+    for url, headers, expected in cases:
+        r = http.get(url, headers=headers)
+        assert r.status_code == expected, (url, headers, r.status_code, r.text[:200])
+        assert r.json()["detail"]
+    # A report has metadata, without pixel data.
+    meta = http.get(f"{sr.path}/metadata").json()[0]
+    assert "7FE00010" not in meta and meta["00080060"]["Value"] == ["SR"]
+    assert pydicom.dcmread(io.BytesIO(parts(http.get(sr.path))[0][1])).Modality == "SR"
