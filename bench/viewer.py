@@ -1,0 +1,257 @@
+"""Viewer speed in Chromium: RadSight's viewer against OHIF, same server, same run.
+
+A real ``radsight serve`` (fresh home, SQLite) holds two CT series: the real 20-slice
+Siemens CT (JPEG 2000 lossless) and a 112-slice CT written from ``example_ct.nii.gz``
+(uncompressed). OHIF (npm ``@ohif/app``'s built ``dist/``, fetched as in tests/test_ohif.py)
+is served from its own port with RadSight's ``/dicomweb`` passed through, so both viewers read
+the same server. Each run uses a fresh browser context (cold HTTP cache); viewers alternate
+A-B-B-A. Both are measured the same way, in the page:
+
+- first image: time from navigation start until a Cornerstone canvas shows a non-blank image
+  (pixel SD above a threshold, sampled every 10 ms);
+- all slices: time until the last of the series' frames arrived (Resource Timing of the
+  WADO-RS ``/frames/`` requests), once every slice has been fetched.
+
+    .venv/bin/python bench/viewer.py [--runs 3] [--json bench/results/viewer.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pydicom
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from test_ohif import CHROMIUM, CHROMIUM_ARGS, ohif_dist, serve_ohif  # noqa: E402
+
+SHARED = Path(os.environ.get("RADSIGHT_SHARED_DATA", REPO.parent / "shared" / "data"))
+BIN = REPO / ".venv" / "bin"
+USER, PASSWORD = "bench", "bench-password-1"
+
+# Records, in the page, when a Cornerstone canvas first shows a real image.
+PROBE = """
+performance.setResourceTimingBufferSize(5000);
+window.__bench = {};
+const timer = setInterval(() => {
+  for (const c of document.querySelectorAll('canvas.cornerstone-canvas')) {
+    if (!c.width || !c.height) continue;
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let n = 0, s = 0, s2 = 0;
+    for (let i = 0; i < d.length; i += 64) { const v = d[i]; n++; s += v; s2 += v * v; }
+    const m = s / n;
+    if (Math.sqrt(Math.max(0, s2 / n - m * m)) > 10) {
+      window.__bench.firstImage = performance.now();
+      clearInterval(timer);
+      return;
+    }
+  }
+}, 10);
+"""
+FRAMES_DONE = """(n) => {
+  const urls = new Map();
+  for (const e of performance.getEntriesByType('resource')) {
+    if (e.name.includes('/frames/')) urls.set(e.name, Math.max(urls.get(e.name) || 0, e.responseEnd));
+  }
+  return urls.size >= n ? Math.max(...urls.values()) : null;
+}"""
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """A NIfTI-1 volume (x, y, z) and its voxel size; enough of the format for this file."""
+    raw = gzip.decompress(path.read_bytes())
+    dim = struct.unpack_from("<8h", raw, 40)
+    datatype = struct.unpack_from("<h", raw, 70)[0]
+    pixdim = struct.unpack_from("<8f", raw, 76)
+    vox_offset = int(struct.unpack_from("<f", raw, 108)[0])
+    slope, inter = struct.unpack_from("<2f", raw, 112)
+    dtype = {2: np.uint8, 4: np.int16, 8: np.int32, 16: np.float32, 64: np.float64, 512: np.uint16}[datatype]
+    shape = tuple(dim[1 : 1 + dim[0]])
+    data = np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape)), offset=vox_offset).reshape(shape, order="F")
+    if slope not in (0.0, 1.0) or inter != 0.0:
+        data = data * slope + inter
+    return data, (pixdim[1], pixdim[2], pixdim[3])
+
+
+def write_ct_series(nifti: Path, out: Path) -> int:
+    """One CT Image Storage file per axial slice of the NIfTI volume (uncompressed)."""
+    vol, (sx, sy, sz) = read_nifti(nifti)
+    out.mkdir(parents=True, exist_ok=True)
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    for z in range(vol.shape[2]):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset(str(out / f"{z:04d}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.PatientName, ds.PatientID, ds.StudyDate, ds.Modality = "TotalSegmentator^CT112", "TS-CT112", "20240101", "CT"
+        ds.StudyDescription, ds.SeriesDescription = "Abdomen CT (from example_ct.nii.gz)", "CT 112 slices"
+        ds.SeriesNumber, ds.InstanceNumber = 1, z + 1
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [0.0, 0.0, float(z * sz)]
+        ds.SliceThickness, ds.PixelSpacing = sz, [sy, sx]
+        pixels = np.ascontiguousarray(np.clip(vol[:, :, z].T, -1024, 3071)).astype(np.int16)
+        ds.Rows, ds.Columns = pixels.shape
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope, ds.WindowCenter, ds.WindowWidth = 0, 1, 40, 400
+        ds.PixelData = pixels.tobytes()
+        ds.save_as(out / f"{z:04d}.dcm", enforce_file_format=True)
+    return int(vol.shape[2])
+
+
+def start_radsight(work: Path, data: list[Path]) -> tuple[subprocess.Popen[bytes], str]:
+    env = {**os.environ, "RADSIGHT_HOME": str(work / "home")}
+    env.pop("RADSIGHT_DATABASE_URL", None)
+    env.pop("RADSIGHT_CONFIG", None)
+    subprocess.run(
+        [str(BIN / "radsight"), "user", "add", USER, "--role", "admin", "--password-stdin"],
+        input=PASSWORD + "\n",
+        text=True,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [str(BIN / "radsight"), "import", "--fill-missing-uids", *map(str, data)],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    sys.path.insert(0, str(REPO / "tests"))
+    from conftest import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "radsight"), "serve", "--http-port", str(port), "--dicom-port", str(free_port())],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(f"{base}/health").status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("radsight serve did not start")
+
+
+def measure(browser: Any, url: str, frames: int, cookie: dict[str, Any] | None) -> dict[str, float | None]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        if cookie:
+            context.add_cookies([cookie])
+        context.add_init_script(PROBE)
+        page = context.new_page()
+        page.goto(url)
+        page.wait_for_function("window.__bench && window.__bench.firstImage !== undefined", timeout=120_000)
+        first = page.evaluate("window.__bench.firstImage")
+        try:
+            page.wait_for_function(f"({FRAMES_DONE})({frames}) !== null", timeout=120_000)
+            all_loaded = page.evaluate(f"({FRAMES_DONE})({frames})")
+        except Exception:
+            all_loaded = None  # the viewer did not fetch every slice
+        return {"first_image_ms": first, "all_slices_ms": all_loaded}
+    finally:
+        context.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "viewer.json")
+    args = ap.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    work = Path(tempfile.mkdtemp(prefix="radsight-viewer-bench-"))
+    ct112 = work / "ct112"
+    n112 = write_ct_series(SHARED / "ct/totalsegmentator/example_ct.nii.gz", ct112)
+    proc, base = start_radsight(work, [SHARED / "ct/totalsegmentator/example_ct_dicom", ct112])
+    results: dict[str, Any] = {"runs": args.runs, "series": {}}
+    try:
+        token = httpx.post(f"{base}/api/auth/token", json={"username": USER, "password": PASSWORD}).json()
+        cookie = {"name": "radsight_token", "value": token["access_token"], "url": base}
+        ohif_origin, httpd = serve_ohif(ohif_dist(), base)
+        auth = (USER, PASSWORD)
+        series = {
+            "CT 20 slices, JPEG 2000 lossless": (
+                httpx.get(f"{base}/dicomweb/studies", params={"StudyDate": "20221208"}, auth=auth).json()[0][
+                    "0020000D"
+                ]["Value"][0],
+                20,
+            ),
+            f"CT {n112} slices, uncompressed": (
+                httpx.get(f"{base}/dicomweb/studies", params={"PatientID": "TS-CT112"}, auth=auth).json()[0][
+                    "0020000D"
+                ]["Value"][0],
+                n112,
+            ),
+        }
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            for name, (uid, frames) in series.items():
+                urls = {
+                    "RadSight": (f"{base}/viewer?StudyInstanceUIDs={uid}", cookie),
+                    "OHIF": (f"{ohif_origin}/viewer?StudyInstanceUIDs={uid}&token={token['access_token']}", None),
+                }
+                runs: dict[str, list[dict[str, float | None]]] = {k: [] for k in urls}
+                order = ["RadSight", "OHIF", "OHIF", "RadSight"] * ((args.runs + 1) // 2)
+                measure(browser, urls["RadSight"][0], frames, cookie)  # warm the server's caches once
+                for viewer in order[: 2 * args.runs]:
+                    r = measure(browser, urls[viewer][0], frames, urls[viewer][1])
+                    runs[viewer].append(r)
+                    log(f"{name:32} {viewer:8} first {r['first_image_ms']:.0f} ms, all {r['all_slices_ms']}")
+                summary = {}
+                for viewer, rs in runs.items():
+                    firsts = [r["first_image_ms"] for r in rs if r["first_image_ms"] is not None]
+                    alls = [r["all_slices_ms"] for r in rs if r["all_slices_ms"] is not None]
+                    summary[viewer] = {
+                        "first_image_ms_median": statistics.median(firsts) if firsts else None,
+                        "all_slices_ms_median": statistics.median(alls) if alls else None,
+                        "runs": rs,
+                    }
+                results["series"][name] = summary
+            browser.close()
+        httpd.shutdown()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+    results["machine"] = {"cpus": os.cpu_count(), "chromium": CHROMIUM, "pydicom": pydicom.__version__}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2))
+    print("| series | viewer | first image (median) | all slices loaded (median) |")
+    print("|---|---|---|---|")
+    for name, summary in results["series"].items():
+        for viewer, s in summary.items():
+            f, a = s["first_image_ms_median"], s["all_slices_ms_median"]
+            print(f"| {name} | {viewer} | {f:.0f} ms | {'n/a' if a is None else f'{a:.0f} ms'} |")
+
+
+if __name__ == "__main__":
+    main()
