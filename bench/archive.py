@@ -751,6 +751,7 @@ def bench_qido(servers: Sequence[Server], queries: Sequence[tuple[str, dict[str,
     by_kind: dict[str, dict[str, list[float]]] = {s.name: {} for s in servers}
     counts: dict[str, list[int]] = {s.name: [] for s in servers}
     errors: dict[str, list[str]] = {s.name: [] for s in servers}
+    sizes: dict[str, int] = {s.name: 0 for s in servers}
     clients = {s.name: s.client() for s in servers}
     cpu0: dict[str, float] = {}
     try:
@@ -769,6 +770,7 @@ def bench_qido(servers: Sequence[Server], queries: Sequence[tuple[str, dict[str,
                     r = clients[s.name].get(query_url(s.dicomweb, q), headers={"Accept": "application/dicom+json"})
                     body = r.content
                     ms = (time.perf_counter() - t0) * 1000
+                    sizes[s.name] += len(body)
                     if r.status_code == 200:
                         n = len(json.loads(body)) if body else 0
                     elif r.status_code == 204:
@@ -802,6 +804,7 @@ def bench_qido(servers: Sequence[Server], queries: Sequence[tuple[str, dict[str,
             "p95_ms": percentile(lat[s.name], 95) if ok else None,
             "mean_results": statistics.fmean(c for c in counts[s.name] if c >= 0) if ok else None,
             "server_cpu_ms_per_query": 1000 * cpu[s.name] / len(queries),
+            "mean_response_kb": sizes[s.name] / len(queries) / 1024,
             "by_kind": {k: {"n": len(v), "p50_ms": percentile(v, 50), "p95_ms": percentile(v, 95)}
                         for k, v in by_kind[s.name].items()},
         }
