@@ -55,6 +55,8 @@ interface ViewerState {
   errors: string[];
   savedReports: number;
   restoredMeasurements: number;
+  /** Milestones (ms since navigation start) on the way to the first image. */
+  marks: Record<string, number>;
   viewports: () => unknown[];
   annotations: () => number;
 }
@@ -81,6 +83,7 @@ const state: ViewerState = {
   errors: [],
   savedReports: 0,
   restoredMeasurements: 0,
+  marks: { script: performance.now() },
   viewports: () =>
     slots.map((s) => {
       const vp = engine.getViewport(s.id);
@@ -256,6 +259,7 @@ async function showSeries(slot: Slot, seriesUID: string): Promise<void> {
   let series: LoadedSeries;
   try {
     series = await getLoaded(seriesUID);
+    state.marks.metadata ??= performance.now();
   } catch (err) {
     showMessage(slot, `Could not load the series: ${(err as Error).message}`, true);
     state.errors.push(String(err));
@@ -671,6 +675,7 @@ async function refreshSeriesList(): Promise<void> {
 eventTarget.addEventListener(Enums.Events.IMAGE_LOADED, ((evt: CustomEvent<{ image: { imageId: string } }>) => {
   const id = evt.detail.image.imageId;
   if (!firstSeriesIds.has(id) || loadedIds.has(id)) return;
+  state.marks.firstFrame ??= performance.now();
   loadedIds.add(id);
   state.loadedImages = loadedIds.size;
   setStatus(loadedIds.size < firstSeriesIds.size ? `Loaded ${loadedIds.size} / ${firstSeriesIds.size}` : '');
@@ -689,11 +694,18 @@ async function start(): Promise<void> {
     setStatus('No study given: open one from the worklist.');
     return;
   }
+  // The searches go out first; Cornerstone initialises while they are on the wire.
+  const studyFound = client.getStudy(studyUIDs[0]);
+  const seriesFound = refreshSeriesList();
+  studyFound.catch(() => undefined);
+  seriesFound.catch(() => undefined);
   initCornerstone();
   engine = new RenderingEngine('radsight');
+  state.marks.init = performance.now();
   try {
-    const [ds] = await Promise.all([client.getStudy(studyUIDs[0]), refreshSeriesList()]);
+    const [ds] = await Promise.all([studyFound, seriesFound]);
     study.ds = ds;
+    state.marks.series = performance.now();
   } catch (err) {
     setStatus(`Could not load the study: ${describeError(err)}`);
     state.errors.push(describeError(err));
