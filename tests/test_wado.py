@@ -591,6 +591,11 @@ def test_bad_input_is_never_a_server_error(server: RunningServer, data: dict[str
         r = http.get(url, headers=headers)
         assert r.status_code == expected, (url, headers, r.status_code, r.text[:200])
         assert r.json()["detail"]
+    # A deflated image has no plain pixel data offset; its metadata still points to its pixels.
+    dfl = data["image_dfl.dcm"]
+    uri = http.get(f"{dfl.path}/metadata").json()[0]["7FE00010"]["BulkDataURI"]
+    pixels = http.get(uri, headers={"Accept": "multipart/related; type=application/octet-stream"})
+    assert parts(pixels)[0][1] == pydicom.dcmread(dfl.source).PixelData
     # A report has metadata, without pixel data.
     meta = http.get(f"{sr.path}/metadata").json()[0]
     assert "7FE00010" not in meta and meta["00080060"]["Value"] == ["SR"]

@@ -333,6 +333,7 @@ def instance_jsons(archive: Archive, instances: list[StoredInstance]) -> list[st
                 transfer_syntax_uid=inst.transfer_syntax_uid,
                 pixel_data_offset=inst.pixel_data_offset,
                 bits_allocated=inst.bits_allocated,
+                has_pixels=inst.has_pixels,
             ),
         )
         for inst in instances

@@ -86,19 +86,21 @@ def _bulk_paths(ds: Dataset, prefix: str = "") -> dict[int, str]:
     return paths
 
 
-def instance_json(
-    path: Path,
+def dataset_json(
+    ds: Dataset,
     *,
     study_uid: str,
     series_uid: str,
     sop_instance_uid: str,
     sop_class_uid: str,
     transfer_syntax_uid: str,
-    pixel_data_offset: int | None,
-    bits_allocated: int | None,
+    pixel_data: tuple[int, str] | None,
 ) -> str:
-    """The DICOM JSON object of one stored instance (everything but bulk data values)."""
-    ds = read_header(path)
+    """The cacheable DICOM JSON of a header data set (read without its pixel data).
+
+    ``pixel_data`` is the (tag, VR) of its pixel data element, which gets a BulkDataURI.
+    Usable wherever a header is already in memory (ingest could fill the cache with it).
+    """
     uri = f"{BASE_PLACEHOLDER}/studies/{study_uid}/series/{series_uid}/instances/{sop_instance_uid}/bulkdata/"
     paths = _bulk_paths(ds)
 
@@ -115,10 +117,39 @@ def instance_json(
             obj[key] = {"vr": "UI", "Value": [value]}
     # Tells viewers the stored syntax, so they can ask for frames as stored (PS3.18 F.2).
     obj["00083002"] = {"vr": "UI", "Value": [transfer_syntax_uid]}
-    if pixel_data_offset is not None:
-        tag, vr = pixel_element(path, pixel_data_offset, transfer_syntax_uid, bits_allocated)
+    if pixel_data is not None:
+        tag, vr = pixel_data
         obj[f"{tag:08X}"] = {"vr": vr, "BulkDataURI": uri + f"{tag:08X}"}
     return json.dumps(dict(sorted(obj.items())), ensure_ascii=False, separators=(",", ":"))
+
+
+def instance_json(
+    path: Path,
+    *,
+    study_uid: str,
+    series_uid: str,
+    sop_instance_uid: str,
+    sop_class_uid: str,
+    transfer_syntax_uid: str,
+    pixel_data_offset: int | None,
+    bits_allocated: int | None,
+    has_pixels: bool,
+) -> str:
+    """The DICOM JSON object of one stored instance (everything but bulk data values)."""
+    pixel_data: tuple[int, str] | None = None
+    if pixel_data_offset is not None:
+        pixel_data = pixel_element(path, pixel_data_offset, transfer_syntax_uid, bits_allocated)
+    elif has_pixels:  # a deflated file: no plain offset to read the element header at
+        pixel_data = (0x7FE00010, "OW" if (bits_allocated or 16) > 8 else "OB")
+    return dataset_json(
+        read_header(path),
+        study_uid=study_uid,
+        series_uid=series_uid,
+        sop_instance_uid=sop_instance_uid,
+        sop_class_uid=sop_class_uid,
+        transfer_syntax_uid=transfer_syntax_uid,
+        pixel_data=pixel_data,
+    )
 
 
 def ensure_cached(archive: Archive, rows: Sequence[tuple[int, str | None, Mapping[str, Any]]]) -> list[str]:
