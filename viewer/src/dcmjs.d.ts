@@ -4,7 +4,7 @@ declare module 'dcmjs' {
     DicomMessage: { readFile(buffer: ArrayBuffer): { dict: unknown; meta: unknown } };
     DicomMetaDictionary: {
       naturalizeDataset(ds: unknown): Record<string, unknown>;
-      dictionary: Record<string, { tag: string; vr: string; name: string }>;
+      nameMap: Record<string, { tag: string; vr: string; name: string }>;
       uid(): string;
     };
     datasetToDict(ds: unknown): { write(): ArrayBuffer };

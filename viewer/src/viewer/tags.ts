@@ -8,9 +8,9 @@ let keywords: Map<string, string> | undefined;
 function keyword(tag: string): string {
   if (!keywords) {
     keywords = new Map();
-    for (const [k, entry] of Object.entries(data.DicomMetaDictionary.dictionary)) {
-      // Dictionary keys look like "(0010,0010)".
-      const m = /^\(([0-9A-Fa-f]{4}),([0-9A-Fa-f]{4})\)$/.exec(k);
+    // dcmjs's name map: keyword -> { tag: "(0010,0010)", name: keyword, ... }.
+    for (const entry of Object.values(data.DicomMetaDictionary.nameMap)) {
+      const m = /^\(([0-9A-Fa-f]{4}),([0-9A-Fa-f]{4})\)$/.exec(entry.tag);
       if (m) keywords.set(`${m[1]}${m[2]}`.toUpperCase(), entry.name);
     }
   }
