@@ -91,7 +91,7 @@ class Plan:
     wado_repeats: int  # retrievals of each series per server
 
 
-FULL = Plan(stow_single=800, stow_batch=1600, batch_size=10, cstore=1000, qido_studies=10000,
+FULL = Plan(stow_single=800, stow_batch=1600, batch_size=10, cstore=600, qido_studies=10000,
             qido_queries=300, wado_large=100, wado_repeats=8)
 QUICK = Plan(stow_single=80, stow_batch=160, batch_size=10, cstore=80, qido_studies=400,
              qido_queries=42, wado_large=20, wado_repeats=2)
@@ -650,24 +650,34 @@ def bench_stow(servers: Sequence[Server], files: Sequence[Path], per_request: in
     return per
 
 
-def bench_cstore(servers: Sequence[Server], dirs: Sequence[Path], n: int) -> dict[str, Any]:
+def bench_cstore(servers: Sequence[Server], dirs: Sequence[Path], associations: int = 1) -> dict[str, Any]:
+    """storescu on each half (A-B-B-A); ``associations`` storescu processes at once, one per sub-folder."""
     storescu = shutil.which("storescu")
     if storescu is None:
         return {s.name: {"value": None, "errors": ["storescu not found (apt-get install dcmtk)"]} for s in servers}
     per: dict[str, dict[str, Any]] = {s.name: {"instances": 0, "seconds": 0.0, "indexed": 0, "errors": []}
                                       for s in servers}
     for half, server in abba(servers):
-        folder = dirs[half]
-        files = len(list(folder.iterdir()))
+        subs = sorted(d for d in dirs[half].iterdir() if d.is_dir())
+        folders = [dirs[half]] if associations == 1 else subs[:associations]
+        files = sum(1 for f in folders for p in f.rglob("*") if p.is_file())
         before = server.count_instances()
         cpu0 = server.cpu_seconds()
-        cmd = [storescu, "-aet", SCU_AET, "-aec", server.aet, "+sd", "+r", "-R", "-xv", "-nh", "127.0.0.1",
-               str(server.dicom_port), str(folder)]
         t0 = time.perf_counter()
-        # TCP_NODELAY=1: dcmtk then disables Nagle's algorithm on its socket (without it, every
-        # C-STORE waits for delayed ACKs); the same client settings for both servers.
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800,
-                              env={**os.environ, "TCP_NODELAY": "1"})
+        # TCP_NODELAY=1: dcmtk then disables Nagle's algorithm on its socket; the same client
+        # settings for both servers.
+        procs = [subprocess.Popen([storescu, "-aet", SCU_AET, "-aec", server.aet, "+sd", "+r", "-R", "-xv", "-nh",
+                                   "127.0.0.1", str(server.dicom_port), str(folder)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  env={**os.environ, "TCP_NODELAY": "1"}) for folder in folders]
+        outputs = []
+        for proc in procs:
+            try:
+                out, _ = proc.communicate(timeout=1800)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, _ = proc.communicate(timeout=30)
+            outputs.append((proc.returncode, out or ""))
         seconds = time.perf_counter() - t0
         cpu = server.cpu_seconds() - cpu0
         after = server.count_instances()
@@ -676,11 +686,12 @@ def bench_cstore(servers: Sequence[Server], dirs: Sequence[Path], n: int) -> dic
         p["instances"] += files
         p["seconds"] += seconds
         p["indexed"] += after - before
-        if proc.returncode != 0 or after - before != files:
-            p["errors"].append(f"storescu rc={proc.returncode}, indexed {after - before}/{files}: "
-                               f"{(proc.stderr or proc.stdout)[-300:]}")
-        log(f"  C-STORE {server.name}: {files} in {seconds:.1f} s = {files / seconds:.1f}/s "
-            f"(indexed {after - before}, rc {proc.returncode})")
+        bad = [(rc, out) for rc, out in outputs if rc != 0]
+        if bad or after - before != files:
+            rc, out = bad[0] if bad else outputs[0]
+            p["errors"].append(f"storescu rc={rc}, indexed {after - before}/{files}: {out[-300:]}")
+        log(f"  C-STORE x{len(folders)} {server.name}: {files} in {seconds:.1f} s = {files / seconds:.1f}/s "
+            f"(indexed {after - before})")
     for p in per.values():
         p["server_cpu_ms_per_instance"] = 1000 * p["server_cpu_s"] / max(1, p["instances"])
         p["valid"] = p["indexed"] == p["instances"] and not p["errors"]
@@ -907,7 +918,8 @@ def markdown(results: dict[str, Any]) -> str:
     for key, label in (("stow_single", "STOW-RS ingest, 1 instance/request, 4 clients (inst/s)"),
                        ("stow_batch", f"STOW-RS ingest, {plan['batch_size']} instances/request, 4 clients "
                                       "(inst/s)"),
-                       ("cstore", "C-STORE ingest, storescu, 1 association (inst/s)")):
+                       ("cstore", "C-STORE ingest, storescu, 1 association (inst/s)"),
+                       ("cstore4", "C-STORE ingest, 4 storescu at once (inst/s)")):
         if key in r:
             rows.append((label, r[key]["RadSight"].get("value"), r[key]["Orthanc"].get("value"), True, 1))
     if "qido" in r:
@@ -933,7 +945,8 @@ def cpu_table(results: dict[str, Any]) -> str:
     rows: list[tuple[str, float | None, float | None]] = []
     for key, label in (("stow_single", "STOW-RS 1/request: CPU ms per instance"),
                        ("stow_batch", "STOW-RS 10/request: CPU ms per instance"),
-                       ("cstore", "C-STORE: CPU ms per instance")):
+                       ("cstore", "C-STORE 1 association: CPU ms per instance"),
+                       ("cstore4", "C-STORE 4 associations: CPU ms per instance")):
         if key in r:
             rows.append((label, r[key]["RadSight"].get("server_cpu_ms_per_instance"),
                          r[key]["Orthanc"].get("server_cpu_ms_per_instance")))
@@ -1019,12 +1032,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results["sets"]["stow_single"] = {"instances": len(single), "mean_kb": sb / len(single) / 1024}
             results["sets"]["stow_batch"] = {"instances": len(batch), "mean_kb": bb / len(batch) / 1024}
         if "cstore" in only:
-            cs, cb = make_ingest_set(data / "cstore", plan.cstore, 3, "C")
-            halves = [data / "cstore-a", data / "cstore-b"]
-            for h in halves:
-                h.mkdir()
-            for i, p in enumerate(cs):
-                p.rename(halves[0 if i < len(cs) // 2 else 1] / p.name)
+            # Two sets (one association; 4 at once), each split in halves (A-B-B-A) of 4 folders.
+            cstore_dirs: dict[str, list[Path]] = {}
+            for key, seed in (("cstore", 3), ("cstore4", 6)):
+                cs, cb = make_ingest_set(data / key, plan.cstore, seed, key[-1].upper())
+                cstore_dirs[key] = [data / f"{key}-a", data / f"{key}-b"]
+                for i, p in enumerate(cs):
+                    half = cstore_dirs[key][0 if i < len(cs) // 2 else 1]
+                    sub = half / str(i * 8 // len(cs) % 4)
+                    sub.mkdir(parents=True, exist_ok=True)
+                    p.rename(sub / p.name)
             results["sets"]["cstore"] = {"instances": len(cs), "mean_kb": cb / len(cs) / 1024}
         search = None
         if "qido" in only:
@@ -1056,7 +1073,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if "cstore" in only:
             loadavg["before_cstore"] = round(os.getloadavg()[0], 2)
             log("C-STORE (storescu, one association per half) ...")
-            results["results"]["cstore"] = bench_cstore(servers, halves, plan.cstore)
+            results["results"]["cstore"] = bench_cstore(servers, cstore_dirs["cstore"], 1)
+            log("C-STORE (4 storescu at once, 4 associations per half) ...")
+            results["results"]["cstore4"] = bench_cstore(servers, cstore_dirs["cstore4"], 4)
         if "wado" in only:
             loadavg["before_wado"] = round(os.getloadavg()[0], 2)
             results["results"]["wado"] = []
