@@ -123,15 +123,19 @@ export class DicomWebClient {
 
   async getJson<T>(path: string, params?: URLSearchParams): Promise<T> {
     const url = `${this.root}${path}${params && [...params].length ? `?${params}` : ''}`;
-    const resp = await fetch(url, { headers: { Accept: 'application/dicom+json' }, credentials: 'same-origin' });
-    if (resp.status === 204) return [] as T;
-    if (resp.status === 401) {
+    const { status, text } = (await takePrefetched(url)) ?? (await this.fetchText(url));
+    if (status === 204) return [] as T;
+    if (status === 401) {
       // The session expired: go through the login page and come back here.
       window.location.assign(`/login?next=${encodeURIComponent(location.pathname + location.search)}`);
     }
-    if (!resp.ok) throw new DicomWebError(resp.status, url, (await resp.text()).slice(0, 200));
-    const text = await resp.text();
+    if (status < 200 || status >= 300) throw new DicomWebError(status, url, text.slice(0, 200));
     return (text ? JSON.parse(text) : []) as T;
+  }
+
+  private async fetchText(url: string): Promise<{ status: number; text: string }> {
+    const resp = await fetch(url, { headers: { Accept: 'application/dicom+json' }, credentials: 'same-origin' });
+    return { status: resp.status, text: await resp.text() };
   }
 
   /** QIDO-RS study search; wildcards as the standard allows (`*`, `?`). */
@@ -207,6 +211,21 @@ export class DicomWebClient {
     const text = await resp.text();
     if (!resp.ok) throw new DicomWebError(resp.status, url, text.slice(0, 300));
     return text ? (JSON.parse(text) as DicomJsonDataset) : {};
+  }
+}
+
+type Prefetched = Promise<{ status: number; text: string }>;
+
+/** A response the page's inline script already asked for (viewer.html), taken once. */
+async function takePrefetched(url: string): Promise<{ status: number; text: string } | undefined> {
+  const store = (window as unknown as { __radsightPrefetch?: Record<string, Prefetched> }).__radsightPrefetch;
+  const hit = store?.[url];
+  if (!hit) return undefined;
+  delete store[url];
+  try {
+    return await hit;
+  } catch {
+    return undefined; // a network error: ask again
   }
 }
 
