@@ -157,3 +157,77 @@ class RemoteAE(Base):
     host: Mapped[str] = mapped_column(String(255))
     port: Mapped[int] = mapped_column(Integer)
     description: Mapped[str] = mapped_column(String(255), default="")
+
+
+# --- AI engine -------------------------------------------------------------------------
+
+
+class AIModel(Base):
+    """An installed model package (one active version per name)."""
+
+    __tablename__ = "ai_model"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    version: Mapped[str] = mapped_column(String(16))
+    task: Mapped[str] = mapped_column(String(32))
+    sha256: Mapped[str] = mapped_column(String(64))
+    package_dir: Mapped[str] = mapped_column(String(1024))
+    metadata_json: Mapped[str] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AIJob(Base):
+    """One model run on one series (or study): a durable queue entry.
+
+    States: queued -> running -> done | failed (retried with back-off while attempts remain).
+    A running job whose lease expired (its worker died) is taken again; results carry UIDs
+    derived from the job id, so a retry can never store a second result set.
+    """
+
+    __tablename__ = "ai_job"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(UID, index=True)
+    series_instance_uid: Mapped[str | None] = mapped_column(UID, nullable=True)
+    model_name: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(16))
+    model_sha256: Mapped[str] = mapped_column(String(64), default="")
+    trigger: Mapped[str] = mapped_column(String(16), default="stable")  # stable | manual | api
+    state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    next_run_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    worker: Mapped[str] = mapped_column(String(128), default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+    result_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class AIFinding(Base):
+    """One finding of one job: what the viewer's findings panel and the worklist show."""
+
+    __tablename__ = "ai_finding"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_pk: Mapped[int] = mapped_column(ForeignKey("ai_job.id"), index=True)
+    study_instance_uid: Mapped[str] = mapped_column(UID, index=True)
+    series_instance_uid: Mapped[str] = mapped_column(UID, default="")
+    model_name: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str] = mapped_column(String(64))
+    probability: Mapped[float | None] = mapped_column(nullable=True)
+    positive: Mapped[bool] = mapped_column(default=False)
+    measurements_json: Mapped[str] = mapped_column(Text, default="[]")  # [{name, value, unit}]
+    location_json: Mapped[str] = mapped_column(Text, default="{}")  # slice, bbox, point...
+    seg_sop_instance_uid: Mapped[str] = mapped_column(UID, default="")
+    sr_sop_instance_uid: Mapped[str] = mapped_column(UID, default="")
+    pmap_sop_instance_uid: Mapped[str] = mapped_column(UID, default="")
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | accepted | rejected
+    decided_by: Mapped[str] = mapped_column(String(64), default="")
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
