@@ -13,8 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from radsight import __version__
-from radsight.archive import Archive
-from radsight.config import DuplicatePolicy, load_settings
+from radsight.ai import cli_ai, cli_model
+from radsight.cli_common import HomeOpt, console, open_archive
+from radsight.config import DuplicatePolicy
 
 app = typer.Typer(help="RadSight: DICOM archive, DICOMweb and DIMSE, AI triage and viewer.",
                   no_args_is_help=True, add_completion=False)
@@ -22,19 +23,9 @@ user_app = typer.Typer(help="Manage users.", no_args_is_help=True)
 ae_app = typer.Typer(help="Manage remote DICOM AEs (peers).", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(ae_app, name="ae")
-console = Console(stderr=True)
-
-HomeOpt = Annotated[
-    Path | None,
-    typer.Option("--home", envvar="RADSIGHT_HOME", help="Archive home (default: $RADSIGHT_HOME)"),
-]
-
-
-def _open(home: Path | None, **overrides: object) -> Archive:
-    if home is None:
-        console.print("[red]No archive home: pass --home DIR or set RADSIGHT_HOME.[/red]")
-        raise typer.Exit(2)
-    return Archive.open(load_settings(home=home, **overrides))
+app.add_typer(cli_model.app, name="model")
+app.add_typer(cli_ai.app, name="ai")
+_open = open_archive
 
 
 @app.command()

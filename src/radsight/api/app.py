@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from radsight import __version__
-from radsight.api import routes_admin, routes_auth, routes_viewer
+from radsight.api import routes_admin, routes_auth, routes_findings, routes_jobs, routes_models, routes_viewer
 from radsight.api.auth import Authenticator
 from radsight.archive import Archive
 from radsight.dicomweb import router as dicomweb_router
@@ -18,6 +18,9 @@ def create_app(archive: Archive) -> FastAPI:
     app.state.authenticator = Authenticator()
     app.include_router(routes_auth.router)
     app.include_router(routes_admin.router)
+    app.include_router(routes_models.router)
+    app.include_router(routes_jobs.router)
+    app.include_router(routes_findings.router)
     app.include_router(dicomweb_router)
     app.include_router(wado_uri_router)
     # Last: the viewer's catch-all routes must not shadow the API.

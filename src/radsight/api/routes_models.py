@@ -1,0 +1,9 @@
+"""REST API: AI models."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from radsight.api.deps import get_current_user
+
+router = APIRouter(prefix="/api", dependencies=[Depends(get_current_user)], tags=["ai"])
