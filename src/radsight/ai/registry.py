@@ -1,0 +1,216 @@
+"""The model registry: installed model packages, one active version per name.
+
+Packages live in ``<home>/models/<name>-<version>-<sha8>/`` (copied there atomically: a
+temporary folder, then a rename) and are recorded as ``ai_model`` rows. Results keep their
+own provenance (model name, version and SHA-256 in ``ai_job`` / ``ai_finding``), so removing
+or replacing a model never rewrites what it produced.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from radsight.ai.package import ModelMetadata, ModelPackage, ModelPackageError, load_package, unpack_package
+from radsight.archive import Archive
+from radsight.index.models import AIModel
+
+log = logging.getLogger(__name__)
+
+# A .zip whose entries unpack to more than this is refused before unpacking (ZIP bombs).
+MAX_UNPACKED_BYTES = 8 * 1024**3
+
+_cache: dict[tuple[str, str], ModelPackage] = {}
+_cache_lock = threading.Lock()
+
+
+def models_dir(archive: Archive) -> Path:
+    return (archive.settings.home / "models").resolve()
+
+
+def package_metadata(model: AIModel) -> ModelMetadata:
+    """The validated metadata recorded at install."""
+    return ModelMetadata.model_validate_json(model.metadata_json)
+
+
+def list_models(session: Session) -> list[AIModel]:
+    return list(session.scalars(select(AIModel).order_by(AIModel.name)))
+
+
+def _unpack(source: Path) -> tuple[Path, Path]:
+    """(package folder, temporary root to remove afterwards) for a .zip."""
+    try:
+        with zipfile.ZipFile(source) as zf:
+            total = sum(i.file_size for i in zf.infolist())
+    except zipfile.BadZipFile as exc:
+        raise ModelPackageError(f"{source.name}: not a valid ZIP file: {exc}") from exc
+    if total > MAX_UNPACKED_BYTES:
+        raise ModelPackageError(f"{source.name}: unpacks to {total} bytes, more than {MAX_UNPACKED_BYTES}")
+    folder = unpack_package(source)
+    tmp_root = Path(tempfile.gettempdir()).resolve()
+    root = folder if folder.resolve().parent == tmp_root else folder.parent
+    return folder, root
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            with open(Path(dirpath) / f, "rb") as fh:
+                os.fsync(fh.fileno())
+        fd = os.open(dirpath, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _copy_into_place(pkg: ModelPackage, dest: Path) -> None:
+    """Copy the package to ``dest`` atomically; an existing ``dest`` with the same weights is kept."""
+    if dest.is_dir():
+        try:
+            existing = load_package(dest, check_onnx=False)
+            if existing.metadata == pkg.metadata:
+                return
+        except ModelPackageError:
+            pass
+        shutil.rmtree(dest)  # a damaged leftover (e.g. tampered) is replaced by the verified copy
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".tmp-{uuid.uuid4().hex}"
+    try:
+        shutil.copytree(pkg.path, tmp)
+        load_package(tmp, check_onnx=False)  # the copy is what runs: verify its SHA-256 again
+        _fsync_tree(tmp)
+        os.rename(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def install(archive: Archive, source: Path, *, replace: bool = False) -> AIModel:
+    """Validate and install the package at ``source`` (folder or .zip).
+
+    Raises ModelPackageError for a broken package and ValueError when another version (or
+    other weights under the same version) of the model is installed and ``replace`` is false.
+    Installing the same name, version and weights again changes nothing.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise ModelPackageError(f"{source}: no such file or folder")
+    tmp_root: Path | None = None
+    folder = source
+    if source.is_file():
+        folder, tmp_root = _unpack(source)
+    try:
+        pkg = load_package(folder)
+        return _install_loaded(archive, pkg, replace=replace)
+    finally:
+        if tmp_root is not None:
+            shutil.rmtree(tmp_root, ignore_errors=True)
+
+
+def _install_loaded(archive: Archive, pkg: ModelPackage, *, replace: bool) -> AIModel:
+    meta = pkg.metadata
+    dest = models_dir(archive) / f"{meta.name}-{meta.version}-{meta.sha256[:8]}"
+    with archive.db.session() as s:
+        row = s.scalars(select(AIModel).where(AIModel.name == meta.name)).one_or_none()
+        if row is not None and row.version == meta.version and row.sha256 == meta.sha256:
+            if not Path(row.package_dir).is_dir():  # repair a package folder removed by hand
+                _copy_into_place(pkg, Path(row.package_dir))
+            return row
+        if row is not None and not replace:
+            what = (f"version {row.version}" if row.version != meta.version
+                    else f"version {row.version} with other weights (SHA-256 {row.sha256[:8]})")
+            raise ValueError(
+                f"model {meta.name!r} {what} is installed; installing version {meta.version}"
+                f" (SHA-256 {meta.sha256[:8]}) needs replace (--replace, or ?replace=true)"
+            )
+        _copy_into_place(pkg, dest)
+        old_dir = Path(row.package_dir) if row is not None else None
+        if row is None:
+            row = AIModel(name=meta.name)
+            s.add(row)
+        row.version = meta.version
+        row.task = meta.task.value
+        row.sha256 = meta.sha256
+        row.package_dir = str(dest)
+        row.metadata_json = meta.model_dump_json()
+        row.enabled = True
+        row.added_at = datetime.now(UTC)
+        try:
+            s.commit()
+        except IntegrityError as exc:  # another process installed the same name meanwhile
+            s.rollback()
+            if old_dir != dest:
+                shutil.rmtree(dest, ignore_errors=True)
+            raise ValueError(f"model {meta.name!r} was installed concurrently; try again") from exc
+    if old_dir is not None and old_dir != dest:
+        shutil.rmtree(old_dir, ignore_errors=True)
+    log.info("installed model %s %s (%s) in %s", meta.name, meta.version, meta.sha256[:8], dest)
+    return row
+
+
+def remove(archive: Archive, name: str) -> bool:
+    """Uninstall ``name``: its row and package folder. False if it was not installed."""
+    with archive.db.session() as s:
+        row = s.scalars(select(AIModel).where(AIModel.name == name)).one_or_none()
+        if row is None:
+            return False
+        package_dir = Path(row.package_dir)
+        s.delete(row)
+        s.commit()
+    # Only folders inside the models folder are ours to delete.
+    if package_dir.resolve().parent == models_dir(archive):
+        shutil.rmtree(package_dir, ignore_errors=True)
+    log.info("removed model %s", name)
+    return True
+
+
+def set_enabled(archive: Archive, name: str, enabled: bool) -> bool:
+    """Enable or disable ``name`` (a disabled model is never routed nor run). False if unknown."""
+    with archive.db.session() as s:
+        row = s.scalars(select(AIModel).where(AIModel.name == name)).one_or_none()
+        if row is None:
+            return False
+        row.enabled = enabled
+        s.commit()
+    return True
+
+
+def get_package(archive: Archive, name: str) -> ModelPackage:
+    """The installed, enabled package ``name``, validated.
+
+    Loaded once per process and SHA-256 (weights + metadata) and ONNX inputs/outputs checked
+    then; later calls come from the cache. LookupError if not installed or disabled,
+    ModelPackageError if the files on disk no longer match what was installed.
+    """
+    with archive.db.session() as s:
+        row = s.scalars(select(AIModel).where(AIModel.name == name)).one_or_none()
+        if row is None:
+            raise LookupError(f"model {name!r} is not installed")
+        if not row.enabled:
+            raise LookupError(f"model {name!r} is disabled")
+        key = (row.sha256, row.package_dir)
+        recorded = row.metadata_json
+    with _cache_lock:
+        cached = _cache.get(key)
+    if cached is not None:
+        return cached
+    pkg = load_package(Path(key[1]))
+    if pkg.metadata.sha256 != key[0] or pkg.metadata != ModelMetadata.model_validate_json(recorded):
+        raise ModelPackageError(
+            f"{pkg.path}: the package on disk differs from the one installed (metadata changed); reinstall it"
+        )
+    with _cache_lock:
+        _cache[key] = pkg
+    return pkg
