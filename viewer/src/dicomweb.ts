@@ -100,6 +100,8 @@ export interface StudyQuery {
   ModalitiesInStudy?: string;
   StudyDescription?: string;
   StudyInstanceUID?: string;
+  /** Server-side sort (dcm4chee's and RadSight's QIDO-RS extension): "-StudyDate,PatientName". */
+  orderby?: string;
   limit: number;
   offset: number;
 }

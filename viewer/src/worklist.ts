@@ -10,6 +10,8 @@ export interface Column {
   value: (s: DicomJsonDataset) => string | number;
   display?: (s: DicomJsonDataset) => string;
   numeric?: boolean;
+  /** QIDO-RS ``orderby`` keywords that sort the whole result set on the server by this column. */
+  orderby?: string[];
 }
 
 export const COLUMNS: Column[] = [
@@ -20,21 +22,45 @@ export const COLUMNS: Column[] = [
   {
     id: 'PatientName',
     label: 'Patient name',
+    orderby: ['PatientName'],
     value: (s) => str(s, Tag.PatientName),
     display: (s) => formatName(str(s, Tag.PatientName)),
   },
-  { id: 'PatientID', label: 'Patient ID', value: (s) => str(s, Tag.PatientID) },
+  { id: 'PatientID', label: 'Patient ID', value: (s) => str(s, Tag.PatientID), orderby: ['PatientID'] },
   {
     id: 'StudyDate',
     label: 'Date',
+    orderby: ['StudyDate', 'StudyTime'],
     value: (s) => str(s, Tag.StudyDate) + str(s, Tag.StudyTime),
     display: (s) => formatDate(str(s, Tag.StudyDate)),
   },
-  { id: 'ModalitiesInStudy', label: 'Modalities', value: (s) => strs(s, Tag.ModalitiesInStudy).join(', ') },
-  { id: 'StudyDescription', label: 'Description', value: (s) => str(s, Tag.StudyDescription) },
-  { id: 'AccessionNumber', label: 'Accession', value: (s) => str(s, Tag.AccessionNumber) },
-  { id: 'series', label: 'Series', value: (s) => num(s, Tag.NumberOfStudyRelatedSeries) ?? 0, numeric: true },
-  { id: 'instances', label: 'Instances', value: (s) => num(s, Tag.NumberOfStudyRelatedInstances) ?? 0, numeric: true },
+  {
+    id: 'ModalitiesInStudy',
+    label: 'Modalities',
+    value: (s) => strs(s, Tag.ModalitiesInStudy).join(', '),
+    orderby: ['ModalitiesInStudy'],
+  },
+  {
+    id: 'StudyDescription',
+    label: 'Description',
+    value: (s) => str(s, Tag.StudyDescription),
+    orderby: ['StudyDescription'],
+  },
+  { id: 'AccessionNumber', label: 'Accession', value: (s) => str(s, Tag.AccessionNumber), orderby: ['AccessionNumber'] },
+  {
+    id: 'series',
+    label: 'Series',
+    value: (s) => num(s, Tag.NumberOfStudyRelatedSeries) ?? 0,
+    numeric: true,
+    orderby: ['NumberOfStudyRelatedSeries'],
+  },
+  {
+    id: 'instances',
+    label: 'Instances',
+    value: (s) => num(s, Tag.NumberOfStudyRelatedInstances) ?? 0,
+    numeric: true,
+    orderby: ['NumberOfStudyRelatedInstances'],
+  },
 ];
 
 interface State {
@@ -109,7 +135,12 @@ async function search(): Promise<void> {
   table.setAttribute('aria-busy', 'true');
   try {
     // One more than a page tells whether a next page exists (QIDO-RS gives no total).
-    const found = await client.searchStudies({ ...state.filters, limit: state.limit + 1, offset: state.offset });
+    const found = await client.searchStudies({
+      ...state.filters,
+      orderby: orderbyParam(),
+      limit: state.limit + 1,
+      offset: state.offset,
+    });
     if (seq !== requestSeq) return;
     hasMore = found.length > state.limit;
     rows = found.slice(0, state.limit);
@@ -125,9 +156,15 @@ async function search(): Promise<void> {
   render();
 }
 
+function orderbyParam(): string | undefined {
+  const col = COLUMNS.find((c) => c.id === state.sort.column);
+  if (!col?.orderby) return undefined;
+  return col.orderby.map((k) => (state.sort.descending ? '-' : '') + k).join(',');
+}
+
 function sortRows(): DicomJsonDataset[] {
-  // QIDO-RS has no sort parameter: the current page is sorted here. Sorting the whole result
-  // set needs the REST API's study search (planned with the AI worklist).
+  // The server sorts the whole result set (QIDO-RS ``orderby``); sorting the page again here
+  // keeps the order right against DICOMweb servers that ignore the parameter.
   const col = COLUMNS.find((c) => c.id === state.sort.column);
   if (!col) return rows;
   const dir = state.sort.descending ? -1 : 1;
@@ -150,9 +187,15 @@ function renderHeader(): void {
       const active = state.sort.column === c.id;
       th.setAttribute('aria-sort', active ? (state.sort.descending ? 'descending' : 'ascending') : 'none');
       th.textContent = c.label + (active ? (state.sort.descending ? ' ▼' : ' ▲') : '');
-      th.title = 'Sort (within the page shown)';
+      th.title = c.orderby ? 'Sort all studies' : 'Sort (within the page shown)';
       const toggle = () => {
         state.sort = { column: c.id, descending: active ? !state.sort.descending : false };
+        if (c.orderby) {
+          // Sorted by the server: start again from the first page of the new order.
+          state.offset = 0;
+          void search();
+          return;
+        }
         saveToUrl();
         render();
       };

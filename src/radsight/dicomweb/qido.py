@@ -46,7 +46,7 @@ MAX_RESULTS = 10_000
 """Most results one response carries (a larger ``limit`` is lowered to it, with a Warning)."""
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-_CONTROL_PARAMS = {"includefield", "fuzzymatching", "limit", "offset", "accept", "charset"}
+_CONTROL_PARAMS = {"includefield", "fuzzymatching", "limit", "offset", "accept", "charset", "orderby"}
 _SEQUENCE_PATH = re.compile(r"^[^.]+\.[^.]+")
 _ACCEPTABLE = {"application/dicom+json", "application/json", "application/*", "*/*"}
 
@@ -122,6 +122,13 @@ class _Query:
         self.offset = _int_param("offset", single.pop("offset", None), 0) or 0
         single.pop("accept", None)
         single.pop("charset", None)
+        # ``orderby`` is not in PS3.18; dcm4chee-arc offers it under this name (comma-separated
+        # keywords, ``-`` for descending). Worklists need server-side sorting to page through
+        # tens of thousands of studies, so RadSight offers it the same way.
+        self.order_by: list[tuple[str, bool]] = []
+        for item in (v.strip() for v in single.pop("orderby", "").split(",")):
+            if item:
+                self.order_by.append((_keyword(item.lstrip("-")), item.startswith("-")))
         for keyword, value in single.items():
             tag = tag_for_keyword(keyword)
             if tag is not None and dictionary_VR(tag) == "UI":
@@ -231,7 +238,7 @@ def _search(
 
     page = min(q.limit, MAX_RESULTS) if q.limit is not None else MAX_RESULTS
     try:
-        results = query.search(session, level, wanted, limit=page + 1, offset=q.offset)
+        results = query.search(session, level, wanted, limit=page + 1, offset=q.offset, order_by=q.order_by)
     except query.QueryError as exc:
         raise _bad(str(exc)) from None
     if len(results) > page:

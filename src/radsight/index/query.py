@@ -439,8 +439,13 @@ def search(
     limit: int | None = None,
     offset: int = 0,
     patient_root: bool = False,
+    order_by: list[tuple[str, bool]] | None = None,
 ) -> list[pydicom.Dataset]:
-    """Identifiers of the entities at ``level`` that match ``filters`` (see the module docstring)."""
+    """Identifiers of the entities at ``level`` that match ``filters`` (see the module docstring).
+
+    ``order_by`` lists (keyword, descending) pairs of indexed attributes of the level; the
+    level's default order breaks ties, so paging stays stable.
+    """
     level = QueryLevel(level)
     known = attributes(level)
     for key in filters:
@@ -453,6 +458,14 @@ def search(
 
     matcher = _Matcher(session)
     stmt, order = _base(level)
+    if order_by:
+        explicit = []
+        for key, descending in order_by:
+            attr = known.get(key)
+            if attr is None:
+                raise UnsupportedMatchingKey([key], level)
+            explicit.append(attr.column.desc() if descending else attr.column.asc())
+        order = [*explicit, *order]
     for key, value in filters.items():
         attr = known.get(key)
         if attr is None:
