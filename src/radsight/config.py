@@ -60,6 +60,32 @@ class Settings(BaseSettings):
         default=True, description="Decode with DCMTK's dcmdjpeg where the Python decoders fail"
     )
     token_ttl_hours: int = 12
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the API and DICOMweb from another site "
+        "(e.g. an OHIF deployment); empty = same origin only",
+    )
+    ai_rules: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="AI routing rules (TOML [[ai_rules]] tables or JSON); see radsight.ai.routing.RoutingRule",
+    )
+
+    # AI engine (see radsight.ai): in-process workers, stability trigger, durable job queue.
+    ai_enabled: bool = Field(default=True, description="Run the AI engine (stability trigger + workers) in `serve`")
+    ai_workers: int = Field(default=1, ge=0, description="In-process AI worker threads (0: queue only)")
+    ai_stable_seconds: float = Field(
+        default=3.0, gt=0, description="A series is stable when no instance arrived for this long"
+    )
+    ai_job_max_attempts: int = Field(default=3, ge=1, description="Runs of a job before it is failed")
+    ai_lease_seconds: float = Field(
+        default=60.0, gt=0, description="A running job not heartbeated for this long is taken again (worker lost)"
+    )
+    ai_retry_backoff_seconds: float = Field(
+        default=10.0, ge=0, description="Wait before the first retry of a failed job; doubles per attempt"
+    )
+    ai_recover_hours: float = Field(
+        default=24.0, ge=0, description="At start-up, series updated this recently are checked for missed jobs"
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from radsight import __version__
 from radsight.api import routes_admin, routes_auth, routes_findings, routes_jobs, routes_models, routes_viewer
@@ -16,6 +17,18 @@ def create_app(archive: Archive) -> FastAPI:
     app = FastAPI(title="RadSight", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.archive = archive
     app.state.authenticator = Authenticator()
+    if archive.settings.cors_origins:
+        # Middleware, so that pre-flight OPTIONS requests are answered without credentials;
+        # the requests themselves still authenticate (Basic or Bearer header, no cookies).
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=archive.settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Accept", "Content-Type", "Range"],
+            expose_headers=["Content-Type", "Content-Length", "Content-Location", "Warning"],
+            allow_credentials=False,
+            max_age=600,
+        )
     app.include_router(routes_auth.router)
     app.include_router(routes_admin.router)
     app.include_router(routes_models.router)
