@@ -231,3 +231,18 @@ class AIFinding(Base):
     decided_by: Mapped[str] = mapped_column(String(64), default="")
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AIRoutingRule(Base):
+    """An admin's routing rule (REST ``PUT /api/ai/rules``): which series a model runs on.
+
+    ``rule_json`` holds the declarative rule (``radsight.ai.routing.RoutingRule``); rules
+    from the settings file are not stored here.
+    """
+
+    __tablename__ = "ai_routing_rule"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    model_name: Mapped[str] = mapped_column(String(64), index=True)
+    rule_json: Mapped[str] = mapped_column(Text)
