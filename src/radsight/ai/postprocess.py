@@ -1,0 +1,102 @@
+"""Post-processing of a label map on the source grid: components, volumes, HU statistics, extent.
+
+All per-label statistics are whole-array numpy/scipy operations (no per-slice Python loops).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from radsight.ai.package import Label
+from radsight.ai.volume import Volume
+
+# 26-connectivity: voxels touching at a corner belong to one lesion, as in most lesion counters.
+_STRUCTURE = ndimage.generate_binary_structure(3, 3)
+
+
+@dataclass
+class LabelStatistics:
+    label: Label
+    voxel_count: int
+    volume_ml: float
+    component_count: int
+    mean_hu: float | None
+    max_hu: float | None
+    # Slice (index into the sorted source slices) with the most voxels, and its bounding box
+    slice_index: int | None
+    bbox: list[int] | None  # [x0, y0, x1, y1] inclusive pixel indices on that slice
+    slice_area_mm2: float
+    slices: list[int] = field(default_factory=list)  # source slices holding the label
+
+
+def label_statistics(
+    labelmap: np.ndarray, volume: Volume, labels: Sequence[Label], *, hu: bool
+) -> list[LabelStatistics]:
+    """Statistics of every non-background label (labels with no voxels included, with zeros)."""
+    out: list[LabelStatistics] = []
+    for lab in sorted(labels, key=lambda lab: lab.index):
+        if lab.index == 0:
+            continue
+        mask = labelmap == lab.index
+        count = int(np.count_nonzero(mask))
+        if count == 0:
+            out.append(LabelStatistics(lab, 0, 0.0, 0, None, None, None, None, 0.0))
+            continue
+        _, components = ndimage.label(mask, structure=_STRUCTURE)
+        values = volume.array[mask]
+        per_slice = np.count_nonzero(mask, axis=(1, 2))
+        z = int(np.argmax(per_slice))
+        ys, xs = np.nonzero(mask[z])
+        out.append(
+            LabelStatistics(
+                label=lab,
+                voxel_count=count,
+                volume_ml=count * volume.voxel_volume_ml,
+                component_count=int(components),
+                mean_hu=float(values.mean()) if hu else None,
+                max_hu=float(values.max()) if hu else None,
+                slice_index=z,
+                bbox=[int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())],
+                slice_area_mm2=int(per_slice[z]) * volume.spacing[1] * volume.spacing[2],
+                slices=[int(i) for i in np.flatnonzero(per_slice)],
+            )
+        )
+    return out
+
+
+def measurements(stats: LabelStatistics) -> list[dict[str, Any]]:
+    m: list[dict[str, Any]] = [
+        {"name": "Volume", "value": stats.volume_ml, "unit": "mL"},
+        {"name": "Voxel count", "value": stats.voxel_count, "unit": "voxels"},
+        {"name": "Lesion count", "value": stats.component_count, "unit": "count"},
+    ]
+    if stats.mean_hu is not None and stats.max_hu is not None:
+        m.append({"name": "Mean attenuation", "value": stats.mean_hu, "unit": "HU"})
+        m.append({"name": "Maximum attenuation", "value": stats.max_hu, "unit": "HU"})
+    return m
+
+
+def finding_from_statistics(stats: LabelStatistics, volume: Volume) -> dict[str, Any]:
+    """FindingData fields for one segmentation label (probability does not apply: None)."""
+    location: dict[str, Any] = {"series_instance_uid": volume.series_instance_uid}
+    if stats.slice_index is not None and stats.bbox is not None:
+        source = volume.datasets[stats.slice_index]
+        location.update(
+            sop_instance_uid=str(source.SOPInstanceUID),
+            frame=1,
+            slice_index=stats.slice_index,
+            bbox=stats.bbox,
+            point=[(stats.bbox[0] + stats.bbox[2]) // 2, (stats.bbox[1] + stats.bbox[3]) // 2],
+        )
+    return {
+        "label": stats.label.name,
+        "probability": None,
+        "positive": stats.voxel_count > 0,
+        "measurements": measurements(stats),
+        "location": location,
+    }

@@ -1,0 +1,199 @@
+"""DICOM SR TID 1500 Measurement Report (highdicom): what the model found, referencing SEG and images.
+
+Segmentation: one TID 1411 volumetric group per label (volume in mL, mean and maximum attenuation
+in HU, referencing its SEG segment) and one TID 1410 planar group with the bounding box (SCOORD
+polyline) on the slice of greatest extent. Classification: one TID 1501 group per label with the
+probability (DCM 122157 "Probability", UCUM "1") and the source image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
+
+from radsight.ai.package import ModelMetadata
+from radsight.ai.postprocess import LabelStatistics
+from radsight.ai.results import MANUFACTURER, ResultUIDs, coded, label_result
+from radsight.ai.results.seg import segment_numbers
+from radsight.ai.volume import Volume
+
+UCUM_ML = hd.sr.CodedConcept("mL", "UCUM", "milliliter")
+UCUM_HU = hd.sr.CodedConcept("[hnsf'U]", "UCUM", "Hounsfield unit")
+UCUM_MM2 = hd.sr.CodedConcept("mm2", "UCUM", "square millimeter")
+NO_UNITS = hd.sr.CodedConcept("1", "UCUM", "no units")
+PROBABILITY = codes.DCM.Probability  # DCM 122157
+ATTENUATION = hd.sr.CodedConcept("112031", "DCM", "Attenuation Coefficient")
+IMAGING_PROCEDURE = hd.sr.CodedConcept("363679005", "SCT", "Imaging procedure")
+
+
+def _tracking(uids: ResultUIDs, name: str) -> hd.sr.TrackingIdentifier:
+    return hd.sr.TrackingIdentifier(uid=str(generate_uid(entropy_srcs=[uids.sr_sop, name])), identifier=name[:64])
+
+
+def _observation_context(meta: ModelMetadata, uids: ResultUIDs) -> hd.sr.ObservationContext:
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=str(generate_uid(entropy_srcs=["radsight-model", meta.name, meta.version, meta.sha256])),
+        name=meta.name,
+        manufacturer_name=MANUFACTURER,
+        model_name=f"{meta.name} {meta.version}"[:64],
+    )
+    return hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=codes.DCM.Device, observer_identifying_attributes=device
+        )
+    )
+
+
+def _referenced_segment(volume: Volume, seg: Dataset, number: int, slices: Sequence[int]) -> hd.sr.ReferencedSegment:
+    """The SEG segment and the source images it lies on (highdicom's from_segmentation needs the
+    per-frame Segment Identification, which a one-segment SEG keeps in the shared groups)."""
+    frames: list[int] = []
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    for i, item in enumerate(seg.PerFrameFunctionalGroupsSequence, start=1):
+        ident = item.get("SegmentIdentificationSequence") or shared.get("SegmentIdentificationSequence")
+        if ident and int(ident[0].ReferencedSegmentNumber) == number:
+            frames.append(i)
+    return hd.sr.ReferencedSegment(
+        sop_class_uid=seg.SOPClassUID,
+        sop_instance_uid=seg.SOPInstanceUID,
+        segment_number=number,
+        frame_numbers=frames or None,
+        source_images=[
+            hd.sr.SourceImageForSegmentation(volume.datasets[i].SOPClassUID, volume.datasets[i].SOPInstanceUID)
+            for i in slices
+        ],
+    )
+
+
+def _segmentation_groups(
+    volume: Volume, meta: ModelMetadata, uids: ResultUIDs, stats: Sequence[LabelStatistics], seg: Dataset
+) -> list[
+    hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+]:
+    numbers = segment_numbers(meta)
+    algorithm = hd.sr.AlgorithmIdentification(
+        name=meta.name, version=meta.version, family=codes.DCM.ArtificialIntelligence
+    )
+    groups: list[
+        hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+    ] = []
+    for s in stats:
+        if s.voxel_count == 0:
+            continue  # an empty segment has no frames to reference
+        measurements = [
+            hd.sr.Measurement(name=codes.SCT.Volume, value=s.volume_ml, unit=UCUM_ML, algorithm_id=algorithm)
+        ]
+        if s.mean_hu is not None and s.max_hu is not None:
+            measurements += [
+                hd.sr.Measurement(
+                    name=ATTENUATION, value=s.mean_hu, unit=UCUM_HU, derivation=codes.SCT.Mean, algorithm_id=algorithm
+                ),
+                hd.sr.Measurement(
+                    name=ATTENUATION, value=s.max_hu, unit=UCUM_HU, derivation=codes.SCT.Maximum, algorithm_id=algorithm
+                ),
+            ]
+        groups.append(
+            hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=_tracking(uids, f"{s.label.name} volume"),
+                referenced_segment=_referenced_segment(volume, seg, numbers[s.label.index], s.slices),
+                finding_type=coded(s.label.type),
+                finding_category=coded(s.label.category),
+                algorithm_id=algorithm,
+                measurements=measurements,
+            )
+        )
+        if s.bbox is not None and s.slice_index is not None:
+            x0, y0, x1, y1 = s.bbox
+            # Pixel edges (SCOORD coordinates are of pixel corners: column + 0.5 is a pixel centre).
+            corners = np.array([[x0, y0], [x1 + 1, y0], [x1 + 1, y1 + 1], [x0, y1 + 1], [x0, y0]], dtype=np.float32)
+            region = hd.sr.ImageRegion(
+                graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+                graphic_data=corners,
+                source_image=hd.sr.SourceImageForRegion.from_source_image(volume.datasets[s.slice_index]),
+            )
+            groups.append(
+                hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                    tracking_identifier=_tracking(uids, f"{s.label.name} greatest extent"),
+                    referenced_region=region,
+                    finding_type=coded(s.label.type),
+                    finding_category=coded(s.label.category),
+                    algorithm_id=algorithm,
+                    measurements=[
+                        hd.sr.Measurement(
+                            name=codes.SCT.Area, value=s.slice_area_mm2, unit=UCUM_MM2, algorithm_id=algorithm
+                        )
+                    ],
+                )
+            )
+    return groups
+
+
+def _classification_groups(
+    volume: Volume, meta: ModelMetadata, uids: ResultUIDs, probabilities: dict[int, float]
+) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
+    algorithm = hd.sr.AlgorithmIdentification(
+        name=meta.name, version=meta.version, family=codes.DCM.ArtificialIntelligence
+    )
+    source = hd.sr.SourceImageForMeasurementGroup.from_source_image(volume.datasets[0])
+    return [
+        hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=_tracking(uids, f"{lab.name} probability"),
+            finding_type=coded(lab.type),
+            finding_category=coded(lab.category),
+            algorithm_id=algorithm,
+            source_images=[source],
+            measurements=[
+                hd.sr.Measurement(
+                    name=PROBABILITY, value=probabilities[lab.index], unit=NO_UNITS, algorithm_id=algorithm
+                )
+            ],
+        )
+        for lab in meta.labels
+    ]
+
+
+def build_measurement_report(
+    volume: Volume,
+    meta: ModelMetadata,
+    uids: ResultUIDs,
+    *,
+    stats: Sequence[LabelStatistics] = (),
+    seg: Dataset | None = None,
+    probabilities: dict[int, float] | None = None,
+) -> hd.sr.Comprehensive3DSR:
+    groups: list[
+        hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
+        | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+        | hd.sr.MeasurementsAndQualitativeEvaluations
+    ] = []
+    if seg is not None:
+        groups += _segmentation_groups(volume, meta, uids, stats, seg)
+    if probabilities is not None:
+        groups += _classification_groups(volume, meta, uids, probabilities)
+    report = hd.sr.MeasurementReport(
+        observation_context=_observation_context(meta, uids),
+        procedure_reported=IMAGING_PROCEDURE,
+        imaging_measurements=groups,
+        referenced_images=None if groups else volume.datasets,
+    )
+    evidence: list[Dataset] = [*volume.datasets, *([seg] if seg is not None else [])]
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=evidence,
+        content=report,
+        series_instance_uid=uids.sr_series,
+        series_number=9003,
+        sop_instance_uid=uids.sr_sop,
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        is_final=False,
+        is_verified=False,
+    )
+    label_result(sr, meta, f"SR {meta.name}")
+    sr.ContentCreatorName = "RadSight^AI"  # not an SR Document attribute in every IOD; kept for provenance
+    return sr
