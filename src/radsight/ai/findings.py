@@ -52,7 +52,7 @@ def record_findings(session: Session, job: AIJob, result: PipelineResult) -> lis
     return rows
 
 
-def _series_of(session: Session, sop_uids: set[str]) -> dict[str, str]:
+def result_series(session: Session, sop_uids: set[str]) -> dict[str, str]:
     """SOP Instance UID -> Series Instance UID for the result instances the archive holds."""
     if not sop_uids:
         return {}
@@ -95,8 +95,14 @@ def findings_for_study(session: Session, study_instance_uid: str) -> list[dict[s
         select(AIFinding).where(AIFinding.study_instance_uid == study_instance_uid).order_by(AIFinding.id)
     ).all()
     sops = {u for r in rows for u in (r.seg_sop_instance_uid, r.sr_sop_instance_uid, r.pmap_sop_instance_uid) if u}
-    series = _series_of(session, sops)
+    series = result_series(session, sops)
     return [finding_dict(r, series) for r in rows]
+
+
+def finding_view(session: Session, row: AIFinding) -> dict[str, Any]:
+    """One finding as the REST API returns it."""
+    sops = {u for u in (row.seg_sop_instance_uid, row.sr_sop_instance_uid, row.pmap_sop_instance_uid) if u}
+    return finding_dict(row, result_series(session, sops))
 
 
 def decide(session: Session, finding_id: int, status: Decision, username: str) -> AIFinding:

@@ -1,9 +1,33 @@
-"""REST API: AI findings."""
+"""REST API: AI findings of a study, and the reader's decision on each (accept / reject)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from typing import Any, Literal
 
-from radsight.api.deps import get_current_user
+from fastapi import APIRouter, Depends, HTTPException, status
+from pydantic import BaseModel
+
+from radsight.ai import findings
+from radsight.api.deps import CurrentUser, SessionDep, get_current_user
 
 router = APIRouter(prefix="/api", dependencies=[Depends(get_current_user)], tags=["ai"])
+
+
+class DecisionRequest(BaseModel):
+    status: Literal["accepted", "rejected", "pending"]
+
+
+@router.get("/studies/{study_instance_uid}/findings")
+def study_findings(study_instance_uid: str, session: SessionDep) -> list[dict[str, Any]]:
+    """The study's findings, oldest first; rejected ones included (marked rejected). ``[]`` if none."""
+    return findings.findings_for_study(session, study_instance_uid)
+
+
+@router.post("/findings/{finding_id}/decision")
+def decide_finding(finding_id: int, body: DecisionRequest, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
+    """Accept, reject or reset a finding; the user and the time are stored with it."""
+    try:
+        row = findings.decide(session, finding_id, body.status, user.username)
+    except findings.FindingNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    return findings.finding_view(session, row)

@@ -55,4 +55,7 @@ def build_parametric_map(
         pixel_measures=pixel_measures,
     )
     label_result(pmap, meta, f"map {meta.name}")
+    if "Laterality" not in pmap:
+        # General Series Laterality is Type 2C; dciodvfy wants it (empty) on a parametric map.
+        pmap.Laterality = ""
     return pmap

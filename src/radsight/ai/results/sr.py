@@ -50,19 +50,15 @@ def _observation_context(meta: ModelMetadata, uids: ResultUIDs) -> hd.sr.Observa
 
 
 def _referenced_segment(volume: Volume, seg: Dataset, number: int, slices: Sequence[int]) -> hd.sr.ReferencedSegment:
-    """The SEG segment and the source images it lies on (highdicom's from_segmentation needs the
-    per-frame Segment Identification, which a one-segment SEG keeps in the shared groups)."""
-    frames: list[int] = []
-    shared = seg.SharedFunctionalGroupsSequence[0]
-    for i, item in enumerate(seg.PerFrameFunctionalGroupsSequence, start=1):
-        ident = item.get("SegmentIdentificationSequence") or shared.get("SegmentIdentificationSequence")
-        if ident and int(ident[0].ReferencedSegmentNumber) == number:
-            frames.append(i)
+    """The SEG segment and the source images it lies on.
+
+    By segment number, without frame numbers: PS3.3 allows one or the other in the image
+    reference, not both (dciodvfy flags both). highdicom's from_segmentation lists frames.
+    """
     return hd.sr.ReferencedSegment(
         sop_class_uid=seg.SOPClassUID,
         sop_instance_uid=seg.SOPInstanceUID,
         segment_number=number,
-        frame_numbers=frames or None,
         source_images=[
             hd.sr.SourceImageForSegmentation(volume.datasets[i].SOPClassUID, volume.datasets[i].SOPInstanceUID)
             for i in slices
@@ -195,5 +191,4 @@ def build_measurement_report(
         is_verified=False,
     )
     label_result(sr, meta, f"SR {meta.name}")
-    sr.ContentCreatorName = "RadSight^AI"  # not an SR Document attribute in every IOD; kept for provenance
     return sr
