@@ -83,6 +83,7 @@ class RunningServer:
     ae_title: str
     username: str = ADMIN_USER
     password: str = ADMIN_PASSWORD
+    ai_engine: object | None = None
 
     @property
     def dicomweb(self) -> str:
@@ -92,7 +93,10 @@ class RunningServer:
         return httpx.Client(base_url=self.base_url, auth=(self.username, self.password), timeout=60, **kw)
 
 
-def start_server(home: Path, db_url: str, **settings: object) -> tuple[RunningServer, object, threading.Thread]:
+def start_server(
+    home: Path, db_url: str, *, ai: bool = False, **settings: object
+) -> tuple[RunningServer, object, threading.Thread]:
+    """``ai=True`` also starts the AI engine (stability trigger + workers), as ``radsight serve`` does."""
     import uvicorn
 
     from radsight.api.app import create_app
@@ -105,6 +109,12 @@ def start_server(home: Path, db_url: str, **settings: object) -> tuple[RunningSe
     archive = Archive.open(s)
     with archive.db.session() as sess:
         add_user(sess, ADMIN_USER, ADMIN_PASSWORD, "admin")
+    engine = None
+    if ai:
+        from radsight.ai.engine import AIEngine
+
+        engine = AIEngine(archive)
+        engine.start()
     dicom = DicomServer(archive)
     dicom.start("127.0.0.1", dicom_port)
     config = uvicorn.Config(create_app(archive), host="127.0.0.1", port=http_port, log_level="warning")
@@ -116,11 +126,13 @@ def start_server(home: Path, db_url: str, **settings: object) -> tuple[RunningSe
         if time.monotonic() > deadline:
             raise RuntimeError("test server did not start")
         time.sleep(0.02)
-    running = RunningServer(archive, f"http://127.0.0.1:{http_port}", dicom_port, "RADSIGHT")
+    running = RunningServer(archive, f"http://127.0.0.1:{http_port}", dicom_port, "RADSIGHT", ai_engine=engine)
 
     def stop() -> None:
         server.should_exit = True
         thread.join(10)
+        if engine is not None:
+            engine.stop()
         dicom.stop()
         archive.close()
 

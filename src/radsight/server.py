@@ -27,8 +27,17 @@ class _Server(uvicorn.Server):
 
 
 def serve(archive: Archive) -> None:
-    """Run until SIGINT/SIGTERM (uvicorn installs the handlers), then stop both cleanly."""
+    """Run until SIGINT/SIGTERM (uvicorn installs the handlers), then stop everything cleanly.
+
+    The AI engine stops first: no new jobs are claimed; a job still running after a short grace
+    is left (lease expired) to run again after the restart. Its results are stored under UIDs
+    derived from the job id and its findings only with the job's completion, so a stop never
+    leaves half a result set behind.
+    """
+    from radsight.ai.engine import AIEngine
+
     settings = archive.settings
+    engine = AIEngine(archive) if settings.ai_enabled else None
     dicom = DicomServer(archive)
     dicom.start(settings.http_host, settings.dicom_port)
     log.info("DICOM listener %s on port %d", settings.ae_title, settings.dicom_port)
@@ -40,9 +49,13 @@ def serve(archive: Archive) -> None:
         access_log=False,
         timeout_graceful_shutdown=10,
     )
+    if engine is not None:
+        engine.start()
     try:
         _Server(config).run()
     finally:
+        if engine is not None:
+            engine.stop()
         dicom.stop()
         archive.close()
         log.info("stopped")

@@ -1,0 +1,176 @@
+"""Stable series: no new instance for ``settings.ai_stable_seconds`` -> queue the matching models.
+
+Like Orthanc's "stable series" event. The ingest listener (``on_stored``) runs on the ingest
+path (inside the C-STORE / STOW-RS handler), so it only records "series -> last arrival" in
+memory under a lock: no database, no routing. A timer thread finds the series that went
+quiet and, off the ingest path, asks routing which models apply and queues jobs.
+
+Durability: the in-memory map is lost with the process. At start-up ``recover()`` puts every
+series updated in the last ``ai_recover_hours`` back in the map; when it turns stable,
+``jobs.enqueue``'s dedupe skips the series whose jobs already saw their last instance, so a
+restart neither loses a stability event nor runs a model twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from radsight.ai import jobs
+from radsight.index.models import AIJob, Series, Study
+from radsight.ingest.service import StoredEvent
+
+if TYPE_CHECKING:
+    from radsight.archive import Archive
+
+log = logging.getLogger(__name__)
+
+# Cheap copy of routing's result filter, for the ingest path (routing filters them again).
+_RESULT_MODALITIES = frozenset({"SEG", "SR", "KO", "PR", "RTSTRUCT"})
+_RESULT_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.30", "1.2.840.10008.5.1.4.1.1.88.")
+
+
+def is_result_event(event: StoredEvent) -> bool:
+    return event.modality.upper() in _RESULT_MODALITIES or event.result.sop_class_uid.startswith(_RESULT_SOP_CLASSES)
+
+
+@dataclass(slots=True)
+class _Pending:
+    study_instance_uid: str
+    last_arrival: float  # time.monotonic()
+
+
+def queue_models_for_series(
+    archive: Archive, study_instance_uid: str, series_instance_uid: str, *, trigger: str = "stable"
+) -> list[AIJob]:
+    """Route a series and queue (or find, see ``jobs.enqueue``) one job per matching model."""
+    from radsight.ai import routing
+
+    try:
+        facts = routing.series_facts(archive, series_instance_uid)
+    except LookupError:
+        return []
+    models = routing.models_for_series(archive, facts)
+    if not models:
+        return []
+    with archive.db.session() as s:
+        queued = [
+            jobs.enqueue(
+                s,
+                study_instance_uid=study_instance_uid,
+                series_instance_uid=series_instance_uid,
+                model=m,
+                trigger=trigger,
+                max_attempts=archive.settings.ai_job_max_attempts,
+            )
+            for m in models
+        ]
+        s.commit()
+    return queued
+
+
+class StabilityMonitor:
+    """Tracks arrivals per series and queues jobs for series that became stable."""
+
+    def __init__(
+        self,
+        archive: Archive,
+        *,
+        stable_seconds: float | None = None,
+        on_queued: Callable[[list[AIJob]], object] | None = None,
+    ) -> None:
+        self.archive = archive
+        self.stable_seconds = stable_seconds if stable_seconds is not None else archive.settings.ai_stable_seconds
+        self.on_queued = on_queued
+        self._pending: dict[str, _Pending] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._active = False
+        self._thread: threading.Thread | None = None
+
+    # -- ingest path: must stay cheap ----------------------------------------------------------
+    def on_stored(self, event: StoredEvent) -> None:
+        if not self._active or is_result_event(event):
+            return
+        r = event.result
+        with self._lock:
+            self._pending[r.series_instance_uid] = _Pending(r.study_instance_uid, time.monotonic())
+
+    # -- off the ingest path ---------------------------------------------------------------
+    def pending(self) -> list[str]:
+        with self._lock:
+            return sorted(self._pending)
+
+    def take_stable(self, now: float | None = None) -> list[tuple[str, str]]:
+        """Remove and return (study, series) of the series quiet for ``stable_seconds``."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            ready = [uid for uid, p in self._pending.items() if now - p.last_arrival >= self.stable_seconds]
+            return [(self._pending.pop(uid).study_instance_uid, uid) for uid in ready]
+
+    def check(self, now: float | None = None) -> list[AIJob]:
+        """Queue jobs for every series that turned stable; returns the jobs queued or found."""
+        queued: list[AIJob] = []
+        for study_uid, series_uid in self.take_stable(now):
+            try:
+                queued += queue_models_for_series(self.archive, study_uid, series_uid)
+            except Exception:
+                log.exception("queueing models for stable series %s failed; will try again", series_uid)
+                with self._lock:  # try again after another quiet period
+                    self._pending.setdefault(series_uid, _Pending(study_uid, time.monotonic()))
+        if queued and self.on_queued is not None:
+            self.on_queued(queued)
+        return queued
+
+    def recover(self) -> int:
+        """Put series updated in the last ``ai_recover_hours`` back under watch (see module doc)."""
+        hours = self.archive.settings.ai_recover_hours
+        if hours <= 0:
+            return 0
+        since = jobs.utcnow() - timedelta(hours=hours)
+        with self.archive.db.session() as s:
+            rows = s.execute(
+                select(Study.study_instance_uid, Series.series_instance_uid, Series.modality)
+                .join(Study, Study.id == Series.study_pk)
+                .where(Series.updated_at >= since)
+                .limit(100_000)
+            ).all()
+        now = time.monotonic()
+        count = 0
+        with self._lock:
+            for study_uid, series_uid, modality in rows:
+                if (modality or "").upper() in _RESULT_MODALITIES:
+                    continue
+                self._pending.setdefault(series_uid, _Pending(study_uid, now))
+                count += 1
+        if count:
+            log.info("watching %d recently updated series for missed AI jobs", count)
+        return count
+
+    def _run(self) -> None:
+        interval = min(1.0, max(0.05, self.stable_seconds / 4))
+        while not self._stop.wait(interval):
+            try:
+                self.check()
+            except Exception:
+                log.exception("stability check failed")
+
+    def start(self) -> None:
+        self._active = True
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="ai-stability", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._active = False
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None

@@ -1,0 +1,249 @@
+"""The in-process worker pool: threads that take jobs from the queue (``jobs.py``) and run them.
+
+Threads, not processes: ONNX Runtime releases the GIL while it computes, so inference in a
+worker thread does not hold up uvicorn or the DICOM listener (see tests/test_ai_engine.py,
+which times HTTP requests during inference). Each worker asks ONNX Runtime for
+``intra_op_threads(n)`` threads so that n workers share the machine's cores instead of
+oversubscribing them.
+
+One job: ``registry.get_package`` -> ``pipeline.run_model`` -> in ONE transaction
+``findings.record_findings`` + ``jobs.complete``. An exception becomes ``jobs.fail`` (retried
+with back-off). A stopping pool leaves its running jobs with an expired lease: the next start
+(or another worker) runs them again, and because result UIDs derive from the job id the re-run
+can only store duplicates, never a second result set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import update
+
+from radsight.ai import jobs
+from radsight.ai.package import ModelPackageError
+from radsight.index.models import AIJob
+
+if TYPE_CHECKING:
+    from radsight.archive import Archive
+
+log = logging.getLogger(__name__)
+
+Execute = Callable[["Archive", AIJob], Any]
+Record = Callable[[Any, AIJob, Any], object]
+
+_pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
+
+
+def wake_all() -> None:
+    """Tell this process's pools that a job was queued (they also poll the database)."""
+    for pool in list(_pools):
+        pool.wake()
+
+
+def intra_op_threads(workers: int, cores: int | None = None) -> int:
+    """ONNX Runtime threads per worker so that ``workers`` sessions fill the cores, no more."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores // max(1, workers))
+
+
+class JobVersionMismatch(Exception):
+    """The installed model is not the version the job was queued for."""
+
+
+def execute_job(archive: Archive, job: AIJob) -> Any:
+    """Run the job's model on its series and store the results (SEG/SR/parametric map)."""
+    from radsight.ai import pipeline, registry
+
+    package = registry.get_package(archive, job.model_name)
+    version = package.metadata.version
+    if version != job.model_version:
+        raise JobVersionMismatch(
+            f"model {job.model_name} is now version {version}; the job was queued for {job.model_version}"
+        )
+    return pipeline.run_model(
+        archive,
+        package,
+        study_instance_uid=job.study_instance_uid,
+        series_instance_uid=job.series_instance_uid or "",
+        job_id=job.id,
+    )
+
+
+def record_findings(session: Any, job: AIJob, result: Any) -> object:
+    from radsight.ai import findings
+
+    return findings.record_findings(session, job, result)
+
+
+_PERMANENT: tuple[type[BaseException], ...] = (ModelPackageError, JobVersionMismatch, LookupError)
+
+
+def run_claimed(
+    archive: Archive,
+    job: AIJob,
+    *,
+    execute: Execute = execute_job,
+    record: Record = record_findings,
+    stopping: Callable[[], bool] = lambda: False,
+) -> str:
+    """Run one claimed job to its next state (done, queued for a retry, failed); returns it."""
+    settings = archive.settings
+    try:
+        result = execute(archive, job)
+    except Exception as exc:
+        if stopping():
+            log.warning("job %d interrupted by shutdown (%s); it will run again", job.id, exc)
+            return jobs.RUNNING
+        reason = f"{type(exc).__name__}: {exc}"
+        log.warning("job %d (%s on %s) failed: %s", job.id, job.model_name, job.series_instance_uid, reason)
+        with archive.db.session() as s:
+            try:
+                state = jobs.fail(
+                    s,
+                    job,
+                    reason,
+                    backoff_base=settings.ai_retry_backoff_seconds,
+                    permanent=isinstance(exc, _PERMANENT),
+                )
+                s.commit()
+            except jobs.LeaseLost:
+                s.rollback()
+                log.warning("job %d was taken by another worker; not recording the failure", job.id)
+                return jobs.RUNNING
+        return state
+    with archive.db.session() as s:
+        try:
+            record(s, job, result)
+            jobs.complete(s, job, result)
+            s.commit()
+        except jobs.LeaseLost:
+            s.rollback()
+            log.warning("job %d was taken by another worker; its result is recorded by that run", job.id)
+            return jobs.RUNNING
+    log.info("job %d (%s %s) done", job.id, job.model_name, job.model_version)
+    return jobs.DONE
+
+
+class WorkerPool:
+    """``n`` threads that claim and run jobs until ``stop()``."""
+
+    def __init__(
+        self,
+        archive: Archive,
+        n: int,
+        *,
+        execute: Execute = execute_job,
+        record: Record = record_findings,
+        poll_seconds: float = 1.0,
+        lease_seconds: float | None = None,
+    ) -> None:
+        self.archive = archive
+        self.n = n
+        self.execute = execute
+        self.record = record
+        self.poll_seconds = poll_seconds
+        self.lease_seconds = lease_seconds or archive.settings.ai_lease_seconds
+        self._stop = threading.Event()
+        self._wake = threading.Condition()
+        self._pending_wake = False
+        self._threads: list[threading.Thread] = []
+        self._held: dict[int, str] = {}  # job id -> worker id, for heartbeats and release
+        self._held_lock = threading.Lock()
+        self.completed = 0
+        self.prefix = f"{socket.gethostname()}:{os.getpid()}:{id(self) & 0xFFFF:04x}"
+
+    # -- life cycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        self._stop.clear()
+        _pools.add(self)
+        for i in range(self.n):
+            t = threading.Thread(target=self._loop, args=(f"{self.prefix}:w{i}",), name=f"ai-worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        hb = threading.Thread(target=self._heartbeats, name="ai-heartbeat", daemon=True)
+        hb.start()
+        self._threads.append(hb)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop claiming; wait up to ``timeout`` for running jobs, then leave them to a restart."""
+        self._stop.set()
+        self.wake()
+        for t in self._threads:
+            t.join(timeout)
+        self._threads = []
+        _pools.discard(self)
+        with self._held_lock:
+            held = dict(self._held)
+        if held:
+            # Expire their leases now so a restart takes them at once instead of after a lease.
+            with self.archive.db.session() as s:
+                for job_id, worker_id in held.items():
+                    s.execute(
+                        update(AIJob)
+                        .where(AIJob.id == job_id, AIJob.state == jobs.RUNNING, AIJob.worker == worker_id)
+                        .values(lease_expires_at=jobs.utcnow())
+                    )
+                s.commit()
+            log.warning("stopped with %d job(s) running: %s; they will run again", len(held), sorted(held))
+
+    def wake(self) -> None:
+        with self._wake:
+            self._pending_wake = True
+            self._wake.notify_all()
+
+    @property
+    def running(self) -> list[int]:
+        with self._held_lock:
+            return sorted(self._held)
+
+    # -- threads ------------------------------------------------------------------------
+    def _loop(self, worker_id: str) -> None:
+        while not self._stop.is_set():
+            try:
+                with self.archive.db.session() as s:
+                    job = jobs.claim(s, worker_id, self.lease_seconds)
+            except Exception:
+                log.exception("claiming a job failed")
+                job = None
+            if job is None:
+                with self._wake:
+                    if not self._pending_wake:
+                        self._wake.wait(self.poll_seconds)
+                    self._pending_wake = False
+                continue
+            with self._held_lock:
+                self._held[job.id] = worker_id
+            state = jobs.RUNNING
+            try:
+                log.info("%s took job %d (%s on %s, attempt %d)", worker_id, job.id, job.model_name,
+                         job.series_instance_uid, job.attempts)
+                state = run_claimed(
+                    self.archive, job, execute=self.execute, record=self.record, stopping=self._stop.is_set
+                )
+                if state == jobs.DONE:
+                    self.completed += 1
+            except Exception:
+                log.exception("job %d: unexpected error in the worker", job.id)
+            finally:
+                if state != jobs.RUNNING or not self._stop.is_set():
+                    with self._held_lock:
+                        self._held.pop(job.id, None)
+
+    def _heartbeats(self) -> None:
+        interval = max(0.2, self.lease_seconds / 3)
+        while not self._stop.wait(interval):
+            with self._held_lock:
+                held = dict(self._held)
+            for job_id, worker_id in held.items():
+                try:
+                    with self.archive.db.session() as s:
+                        if not jobs.heartbeat(s, job_id, worker_id, self.lease_seconds):
+                            log.warning("job %d: lease lost to another worker", job_id)
+                except Exception:
+                    log.exception("heartbeat for job %d failed", job_id)
