@@ -293,6 +293,7 @@ async function showSeries(slot: Slot, seriesUID: string): Promise<void> {
   slot.scroll.hidden = series.imageIds.length < 2;
   tools.utilities.stackPrefetch.enable(slot.csEl);
   updateOverlay(slot);
+  aiViewportShown(slot);
   if (!seriesList.some((x) => x.modality === 'SR')) return;
   void import('./measurements')
     .then((m) => m.loadMeasurements(client, series, seriesList, getLoaded))
@@ -322,12 +323,19 @@ async function showVolume(series: LoadedSeries, orientations: Enums.OrientationA
       s.scroll.hidden = true;
     }
     engine.renderViewports(slots.map((s) => s.id));
+    for (const s of slots) aiViewportShown(s);
     setPrimaryTool(tools.CrosshairsTool.toolName);
     updateToolbar();
   } catch (err) {
     for (const s of slots) showMessage(s, `MPR failed: ${describeError(err)}`, true);
     state.errors.push(describeError(err));
   }
+}
+
+// AI results (SEG labelmaps, heatmaps, finding marks, findings panel): src/viewer/ai, loaded on demand.
+let aiModule: Promise<typeof import('./ai')> | undefined;
+function aiViewportShown(slot: Slot): void {
+  void aiModule?.then((m) => m.onViewportShown(slot.id)).catch((err) => state.errors.push(`AI overlays: ${describeError(err)}`));
 }
 
 function describeError(err: unknown): string {
@@ -635,6 +643,13 @@ function renderSeriesPanel(): void {
       desc.className = 'label';
       desc.textContent = s.description || '(no description)';
       item.append(img, label, desc);
+      if (/AI generated/i.test(s.description)) {
+        item.classList.add('ai-series');
+        const badge = document.createElement('div');
+        badge.className = 'ai-badge';
+        badge.textContent = 'AI generated - not for clinical use';
+        item.append(badge);
+      }
       item.addEventListener('dragstart', (e) => {
         e.dataTransfer?.setData('application/x-radsight-series', s.seriesUID);
         e.dataTransfer?.setData('text/plain', s.seriesUID);
@@ -723,6 +738,23 @@ async function start(): Promise<void> {
   if (!seriesList.length) {
     setStatus('This study has no series.');
   }
+  aiModule = import('./ai').then((m) => {
+    m.initAi({
+      client,
+      engine: () => engine,
+      studyUIDs,
+      seriesList,
+      getLoaded,
+      slots: () => slots,
+      showSeries: async (uid) => {
+        if (layout.mpr) await applyLayout(stackLayout);
+        const slot = activeSlot();
+        if (slot) await showSeries(slot, uid);
+      },
+      errors: state.errors,
+    });
+    return m;
+  });
   await applyLayout(layout);
   new ResizeObserver(() => engine.resize(true, true)).observe(grid);
 }

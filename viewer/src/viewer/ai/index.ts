@@ -1,0 +1,443 @@
+// AI results in the viewer (loaded on demand): SEG labelmap overlays, parametric-map heatmaps,
+// finding boxes / points, and the findings sidebar with its overlay controls.
+// main.ts calls initAi() once and onViewportShown() after a stack or MPR viewport got images.
+import { Enums, type RenderingEngine, type StackViewport, type Types, utilities } from '@cornerstonejs/core';
+import { type DicomJsonDataset, type DicomWebClient, Tag, str } from '../../dicomweb';
+import type { LoadedSeries, SeriesInfo } from '../series';
+import { AI_NOTICE, type Finding, decide, fetchFindings, fmtValue, renderFinding } from './findingsPanel';
+import { type Heatmap, drawHeatmap, parseParametricMap } from './heatmap';
+import { type AiSegmentation, applyStyle, createSegmentation, showInViewport } from './segmentation';
+import './ai.css';
+
+export interface AiSlot {
+  id: string;
+  el: HTMLElement;
+  csEl: HTMLDivElement;
+  series?: LoadedSeries;
+  orientation?: unknown;
+}
+
+export interface AiHost {
+  client: DicomWebClient;
+  engine: () => RenderingEngine;
+  studyUIDs: string[];
+  seriesList: SeriesInfo[];
+  getLoaded: (uid: string) => Promise<LoadedSeries>;
+  slots: () => AiSlot[];
+  /** Show a series in the active viewport (back to a stack layout if needed). */
+  showSeries: (seriesUID: string) => Promise<void>;
+  errors: string[];
+}
+
+/** Test hook: what was loaded (tests assert on pixels and the DOM). */
+export interface AiState {
+  findings: number;
+  findingsApi: boolean;
+  segmentations: { id: string; segments: number; viewports: string[] }[];
+  heatmaps: number;
+  drawn: Record<string, number>;
+  busy: number;
+}
+
+const PMAP_CLASS = '1.2.840.10008.5.1.4.1.1.30';
+const AI_RE = /AI generated/i;
+
+let host!: AiHost;
+const aiState: AiState = { findings: 0, findingsApi: false, segmentations: [], heatmaps: 0, drawn: {}, busy: 0 };
+const segs = new Map<string, Promise<AiSegmentation | undefined>>();
+const heatmaps = new Map<string, Promise<Heatmap | undefined>>();
+let findings: Finding[] = [];
+let panel: HTMLElement;
+let findingsList: HTMLElement;
+let overlaysList: HTMLElement;
+
+function error(what: string, err: unknown): void {
+  const msg = `${what}: ${err instanceof Error ? err.message : String(err)}`;
+  host.errors.push(msg);
+  console.warn(msg, err);
+}
+
+export function isAiSeries(s: SeriesInfo): boolean {
+  return AI_RE.test(s.description);
+}
+
+export function initAi(h: AiHost): void {
+  host = h;
+  (window as unknown as { __radsight: { ai?: AiState } }).__radsight.ai = aiState;
+  panel = document.createElement('aside');
+  panel.id = 'ai-panel';
+  panel.className = 'ai-panel';
+  panel.setAttribute('aria-label', 'AI findings');
+  const h2 = document.createElement('h2');
+  h2.textContent = 'AI findings';
+  const notice = document.createElement('div');
+  notice.className = 'ai-notice';
+  notice.textContent = AI_NOTICE;
+  findingsList = document.createElement('div');
+  findingsList.className = 'findings';
+  const h3 = document.createElement('h3');
+  h3.textContent = 'Overlays';
+  overlaysList = document.createElement('div');
+  overlaysList.className = 'overlays';
+  panel.append(h2, notice, findingsList, h3, overlaysList);
+  document.querySelector('.workspace')?.append(panel);
+  void loadFindings();
+}
+
+async function loadFindings(): Promise<void> {
+  try {
+    const all: Finding[] = [];
+    let api = false;
+    for (const uid of host.studyUIDs) {
+      const found = await fetchFindings(uid);
+      if (found) {
+        api = true;
+        all.push(...found);
+      }
+    }
+    findings = all;
+    aiState.findingsApi = api;
+    aiState.findings = all.length;
+    renderFindings();
+    redrawAll();
+  } catch (err) {
+    error('AI findings', err);
+  }
+}
+
+function renderFindings(): void {
+  if (!findings.length) {
+    const p = document.createElement('p');
+    p.className = 'muted';
+    p.textContent = aiState.findingsApi ? 'No AI findings for this study.' : 'AI findings are not available on this server.';
+    findingsList.replaceChildren(p);
+    return;
+  }
+  findingsList.replaceChildren(
+    ...findings.map((f) =>
+      renderFinding(f, {
+        jump: (x) => void jumpTo(x),
+        decide: async (x, status) => {
+          try {
+            const updated = await decide(x.id, status);
+            findings = findings.map((y) => (y.id === x.id ? { ...y, ...updated } : y));
+            renderFindings();
+            redrawAll();
+          } catch (err) {
+            error('decision', err);
+          }
+        },
+      }),
+    ),
+  );
+}
+
+async function jumpTo(f: Finding): Promise<void> {
+  const loc = f.location ?? {};
+  const seriesUID = loc.series_instance_uid;
+  let slot = host.slots().find((s) => s.series && (!seriesUID || s.series.seriesUID === seriesUID) && !s.orientation);
+  if (!slot && seriesUID) {
+    await host.showSeries(seriesUID);
+    slot = host.slots().find((s) => s.series?.seriesUID === seriesUID);
+  }
+  if (!slot?.series) return;
+  let index = -1;
+  if (loc.sop_instance_uid) {
+    const frame = loc.frame ?? 1;
+    index = slot.series.imageIds.findIndex((id) => {
+      const inst = slot.series!.metadataByImageId.get(id);
+      return str(inst, Tag.SOPInstanceUID) === loc.sop_instance_uid && id.endsWith(`/frames/${frame}`);
+    });
+  }
+  if (index < 0 && loc.slice_index !== undefined) index = loc.slice_index;
+  if (index >= 0) await utilities.jumpToSlice(slot.csEl, { imageIndex: index });
+}
+
+// ---------------------------------------------------------------- overlays per viewport
+
+const refSeries = (ds: DicomJsonDataset | undefined): string =>
+  str((ds?.['00081115']?.Value?.[0] as DicomJsonDataset | undefined) ?? {}, Tag.SeriesInstanceUID);
+const frameOfRef = (ds: DicomJsonDataset | undefined): string => str(ds, '00200052');
+
+/** SEG and parametric-map instances that go with `source`. */
+async function aiObjectsFor(source: LoadedSeries): Promise<{ kind: 'seg' | 'pmap'; series: LoadedSeries; inst: DicomJsonDataset }[]> {
+  const out: { kind: 'seg' | 'pmap'; series: LoadedSeries; inst: DicomJsonDataset }[] = [];
+  const sourceFor = frameOfRef(source.instances[0]);
+  const candidates = host.seriesList.filter(
+    (s) => s.seriesUID !== source.seriesUID && (s.modality === 'SEG' || isAiSeries(s) || s.instanceCount === 1) && !['SR', 'KO', 'PR'].includes(s.modality),
+  );
+  for (const c of candidates) {
+    let series: LoadedSeries;
+    try {
+      series = await host.getLoaded(c.seriesUID);
+    } catch {
+      continue;
+    }
+    for (const inst of series.instances) {
+      const cls = str(inst, Tag.SOPClassUID);
+      const matches = refSeries(inst) === source.seriesUID || (!!sourceFor && frameOfRef(inst) === sourceFor);
+      if (!matches) continue;
+      if (cls.startsWith('1.2.840.10008.5.1.4.1.1.66.4') || cls.startsWith('1.2.840.10008.5.1.4.1.1.66.7')) out.push({ kind: 'seg', series, inst });
+      else if (cls === PMAP_CLASS) out.push({ kind: 'pmap', series, inst });
+    }
+  }
+  return out;
+}
+
+function getSeg(series: LoadedSeries, inst: DicomJsonDataset, source: LoadedSeries): Promise<AiSegmentation | undefined> {
+  const sop = str(inst, Tag.SOPInstanceUID);
+  const key = `${sop}|${source.seriesUID}`;
+  let p = segs.get(key);
+  if (!p) {
+    p = (async () => {
+      const part10 = await host.client.retrieveInstance(series.studyUID, series.seriesUID, sop);
+      const seg = await createSegmentation(part10, source.imageIds, {
+        sop,
+        seriesUID: series.seriesUID,
+        sourceSeriesUID: source.seriesUID,
+        label: series.description || str(inst, '00620002') || 'Segmentation',
+      });
+      renderOverlayControls();
+      return seg;
+    })().catch((err) => {
+      error('segmentation', err);
+      return undefined;
+    });
+    segs.set(key, p);
+  }
+  return p;
+}
+
+function getHeatmap(series: LoadedSeries, inst: DicomJsonDataset): Promise<Heatmap | undefined> {
+  const sop = str(inst, Tag.SOPInstanceUID);
+  let p = heatmaps.get(sop);
+  if (!p) {
+    p = (async () => {
+      const part10 = await host.client.retrieveInstance(series.studyUID, series.seriesUID, sop);
+      const h = parseParametricMap(part10, { sop, seriesUID: series.seriesUID, label: series.description || 'Parametric map' });
+      aiState.heatmaps += 1;
+      renderOverlayControls();
+      return h;
+    })().catch((err) => {
+      error('parametric map', err);
+      return undefined;
+    });
+    heatmaps.set(sop, p);
+  }
+  return p;
+}
+
+const loadedSegs: AiSegmentation[] = [];
+const loadedHeatmaps: Heatmap[] = [];
+
+/** Called after a viewport shows `slot.series` (stack) or its volume (MPR). */
+export async function onViewportShown(slotId: string): Promise<void> {
+  const slot = host.slots().find((s) => s.id === slotId);
+  const source = slot?.series;
+  if (!slot || !source || source.notImage) return;
+  ensureOverlayCanvas(slot);
+  aiState.busy += 1;
+  try {
+    for (const o of await aiObjectsFor(source)) {
+      if (o.kind === 'seg') {
+        const seg = await getSeg(o.series, o.inst, source);
+        if (!seg || !host.slots().includes(slot)) continue;
+        if (!loadedSegs.includes(seg)) loadedSegs.push(seg);
+        await showInViewport(seg, slot.id);
+      } else {
+        const h = await getHeatmap(o.series, o.inst);
+        if (h && !loadedHeatmaps.includes(h)) loadedHeatmaps.push(h);
+      }
+    }
+    aiState.segmentations = loadedSegs.map((s) => ({ id: s.segmentationId, segments: s.segments.length, viewports: [...s.viewports] }));
+    renderOverlayControls();
+    host.engine().getViewport(slot.id)?.render();
+    redraw(slot);
+  } catch (err) {
+    error('AI overlays', err);
+  } finally {
+    aiState.busy -= 1;
+  }
+}
+
+function ensureOverlayCanvas(slot: AiSlot): HTMLCanvasElement {
+  let c = slot.el.querySelector<HTMLCanvasElement>('canvas.ai-overlay');
+  if (c) return c;
+  c = document.createElement('canvas');
+  c.className = 'ai-overlay';
+  slot.csEl.after(c);
+  slot.csEl.addEventListener(Enums.Events.IMAGE_RENDERED, () => redraw(slot));
+  return c;
+}
+
+function redrawAll(): void {
+  for (const s of host.slots()) if (s.el.querySelector('canvas.ai-overlay')) redraw(s);
+}
+
+function redraw(slot: AiSlot): void {
+  const canvas = slot.el.querySelector<HTMLCanvasElement>('canvas.ai-overlay');
+  const vp = host.engine().getViewport(slot.id);
+  if (!canvas || !vp) return;
+  const w = slot.csEl.clientWidth;
+  const h = slot.csEl.clientHeight;
+  const dpr = window.devicePixelRatio || 1;
+  Object.assign(canvas.style, { left: `${slot.csEl.offsetLeft}px`, top: `${slot.csEl.offsetTop}px`, width: `${w}px`, height: `${h}px` });
+  if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
+    canvas.width = Math.round(w * dpr);
+    canvas.height = Math.round(h * dpr);
+  }
+  const ctx = canvas.getContext('2d')!;
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  const imageId = slot.orientation ? undefined : (vp as StackViewport).getCurrentImageId?.();
+  let n = 0;
+  const forFrame = frameOfRef(slot.series?.instances[0]);
+  for (const hm of loadedHeatmaps) if (drawHeatmap(ctx, hm, vp, imageId)) n++;
+  if (imageId && slot.series) n += drawFindingMarks(ctx, vp, imageId, slot.series);
+  aiState.drawn[slot.id] = n;
+  void forFrame;
+}
+
+function drawFindingMarks(ctx: CanvasRenderingContext2D, vp: Types.IViewport, imageId: string, series: LoadedSeries): number {
+  const inst = series.metadataByImageId.get(imageId);
+  const sop = str(inst, Tag.SOPInstanceUID);
+  const frame = Number(/\/frames\/(\d+)$/.exec(imageId)?.[1] ?? 1);
+  let n = 0;
+  for (const f of findings) {
+    const loc = f.location;
+    if (!loc || loc.sop_instance_uid !== sop || (loc.frame ?? 1) !== frame || (!loc.bbox && !loc.point)) continue;
+    const toCanvas = (x: number, y: number) => vp.worldToCanvas(utilities.imageToWorldCoords(imageId, [x, y]) as Types.Point3);
+    const rejected = f.status === 'rejected';
+    ctx.save();
+    ctx.strokeStyle = rejected ? 'rgba(160,160,160,0.8)' : f.status === 'accepted' ? '#3ddc84' : '#ffb000';
+    ctx.fillStyle = ctx.strokeStyle;
+    ctx.lineWidth = 2;
+    if (rejected) ctx.setLineDash([5, 4]);
+    let anchor: Types.Point2;
+    if (loc.bbox && loc.bbox.length >= 4) {
+      const [x0, y0, x1, y1] = loc.bbox;
+      const pts = [toCanvas(x0, y0), toCanvas(x1, y0), toCanvas(x1, y1), toCanvas(x0, y1)];
+      ctx.beginPath();
+      pts.forEach((p, i) => (i ? ctx.lineTo(p[0], p[1]) : ctx.moveTo(p[0], p[1])));
+      ctx.closePath();
+      ctx.stroke();
+      anchor = pts.reduce((a, b) => (b[1] < a[1] ? b : a));
+    } else {
+      const [x, y] = loc.point!;
+      anchor = toCanvas(x, y);
+      ctx.beginPath();
+      ctx.arc(anchor[0], anchor[1], 6, 0, Math.PI * 2);
+      ctx.stroke();
+    }
+    ctx.font = '12px sans-serif';
+    const prob = f.probability === null || f.probability === undefined ? '' : ` ${fmtValue(f.probability * 100)}%`;
+    ctx.fillText(`${f.label}${prob}${rejected ? ' (rejected)' : ''}`, anchor[0], anchor[1] - 4);
+    ctx.restore();
+    n++;
+  }
+  return n;
+}
+
+// ---------------------------------------------------------------- overlay controls
+
+function slider(label: string, min: number, max: number, step: number, value: number, data: string, onInput: (v: number) => void): HTMLElement {
+  const wrap = document.createElement('label');
+  wrap.className = 'ai-slider';
+  wrap.textContent = label;
+  const input = document.createElement('input');
+  input.type = 'range';
+  input.min = String(min);
+  input.max = String(max);
+  input.step = String(step);
+  input.value = String(value);
+  input.dataset.ai = data;
+  input.addEventListener('input', () => onInput(Number(input.value)));
+  wrap.append(input);
+  return wrap;
+}
+
+function checkbox(label: string, checked: boolean, data: string, onChange: (v: boolean) => void, color?: number[]): HTMLElement {
+  const wrap = document.createElement('label');
+  wrap.className = 'ai-check';
+  const input = document.createElement('input');
+  input.type = 'checkbox';
+  input.checked = checked;
+  input.dataset.ai = data;
+  input.addEventListener('change', () => onChange(input.checked));
+  wrap.append(input);
+  if (color) {
+    const sw = document.createElement('span');
+    sw.className = 'swatch';
+    sw.style.background = `rgb(${color.join(',')})`;
+    wrap.append(sw);
+  }
+  wrap.append(document.createTextNode(label));
+  return wrap;
+}
+
+function renderAllViewports(): void {
+  const e = host.engine();
+  e.renderViewports(host.slots().map((s) => s.id).filter((id) => e.getViewport(id)));
+}
+
+function renderOverlayControls(): void {
+  const blocks: HTMLElement[] = [];
+  for (const seg of loadedSegs) {
+    const box = document.createElement('div');
+    box.className = 'ai-overlay-item seg';
+    box.dataset.segmentationId = seg.segmentationId;
+    const title = document.createElement('div');
+    title.className = 'ai-overlay-title';
+    title.textContent = seg.label;
+    box.append(title);
+    for (const s of seg.segments) {
+      box.append(
+        checkbox(s.label, s.visible, `segment-${s.index}`, (v) => {
+          s.visible = v;
+          applyStyle(seg);
+          renderAllViewports();
+        }, s.color),
+      );
+    }
+    box.append(
+      slider('Opacity', 0, 1, 0.05, seg.opacity, 'seg-opacity', (v) => {
+        seg.opacity = v;
+        applyStyle(seg);
+        renderAllViewports();
+      }),
+    );
+    blocks.push(box);
+  }
+  for (const h of loadedHeatmaps) {
+    const box = document.createElement('div');
+    box.className = 'ai-overlay-item heatmap';
+    const title = document.createElement('div');
+    title.className = 'ai-overlay-title';
+    title.textContent = h.label;
+    box.append(
+      title,
+      checkbox('Show heatmap', h.visible, 'heatmap-visible', (v) => {
+        h.visible = v;
+        redrawAll();
+      }),
+      slider('Opacity', 0, 1, 0.05, h.opacity, 'heatmap-opacity', (v) => {
+        h.opacity = v;
+        redrawAll();
+      }),
+      slider('Threshold', h.min, h.max, (h.max - h.min) / 100, h.threshold, 'heatmap-threshold', (v) => {
+        h.threshold = v;
+        redrawAll();
+      }),
+    );
+    blocks.push(box);
+  }
+  overlaysList.replaceChildren(...blocks);
+  if (!blocks.length) {
+    const p = document.createElement('p');
+    p.className = 'muted';
+    p.textContent = 'No AI overlay for the series shown.';
+    overlaysList.append(p);
+  }
+  void panel;
+}
