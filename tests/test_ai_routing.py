@@ -48,7 +48,8 @@ def store_series(
     folder = tmp / series_uid
     folder.mkdir(parents=True)
     for i in range(1, n + 1):
-        ds = make_ct(study_uid=study_uid, series_uid=series_uid, modality=modality, instance_number=i, rows=8, columns=8)
+        ds = make_ct(study_uid=study_uid, series_uid=series_uid, modality=modality, instance_number=i,
+                     rows=8, columns=8)
         if modality in ("DX", "CR"):
             ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
         else:
