@@ -191,6 +191,9 @@ def test_invalid_rules_are_refused_with_reason() -> None:
         parse_rules([{"model": "a", "min_instances": 5, "max_instances": 2}], source="test")
     with pytest.raises(ValueError, match=r"rule 1: script: Extra inputs are not permitted"):
         parse_rules([{"model": "a", "script": "import os"}], source="test")
+    with pytest.raises(ValueError, match=r"repeats a repeated group"):
+        parse_rules([{"model": "a", "series_description_regex": r"^(\w+\s?)+$"}], source="test")
+    parse_rules([{"model": "a", "series_description_regex": r"^(PA|AP)\b.*(chest|thorax){1,2}"}], source="test")
     with pytest.raises(ValueError, match="longer than 256"):
         parse_rules([{"model": "a", "series_description_regex": "a" * 300}], source="test")
 

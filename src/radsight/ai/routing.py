@@ -17,10 +17,13 @@ trigger models: results would otherwise feed back into the engine.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pydicom
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -82,14 +85,47 @@ def is_ai_result(facts: SeriesFacts) -> bool:
     )
 
 
+_sre: Any = importlib.import_module("re._parser")  # the parser behind re.compile (no public API)
+_REPEATS = {_sre.MAX_REPEAT, _sre.MIN_REPEAT, getattr(_sre, "POSSESSIVE_REPEAT", _sre.MAX_REPEAT)}
+
+
+def _nested_repeat(items: Any, *, inside: bool = False) -> bool:
+    """A repeat inside a repeat, like ``(a+)+``: the shape that backtracks exponentially."""
+    for op, av in items:
+        if op in _REPEATS:
+            low, high, sub = av
+            if inside and low != high:  # a variable repeat inside a repeat
+                return True
+            if _nested_repeat(sub, inside=inside or high > 1):
+                return True
+            continue
+        children = av if isinstance(av, tuple | list) else (av,)
+        for child in children:
+            subs = child if isinstance(child, list) else [child]
+            if any(isinstance(sp, _sre.SubPattern) and _nested_repeat(sp, inside=inside) for sp in subs):
+                return True
+    return False
+
+
+@functools.lru_cache(maxsize=256)
 def compile_regex(pattern: str) -> re.Pattern[str]:
-    """Compile a rule's regex, or ValueError naming the problem."""
+    """Compile a rule's regex, or ValueError naming the problem.
+
+    Rules come from admins, but a careless pattern must not hang routing: nested repeats are
+    refused (Python's ``re`` has no time limit).
+    """
     if len(pattern) > MAX_REGEX_LENGTH:
         raise ValueError(f"series_description_regex is longer than {MAX_REGEX_LENGTH} characters")
     try:
-        return re.compile(pattern, re.IGNORECASE)
+        compiled = re.compile(pattern, re.IGNORECASE)
     except re.error as exc:
         raise ValueError(f"series_description_regex {pattern!r} is not a valid regular expression: {exc}") from exc
+    if _nested_repeat(_sre.parse(pattern)):
+        raise ValueError(
+            f"series_description_regex {pattern!r} repeats a repeated group (like (a+)+), which can take"
+            " exponential time; write it without the nested repetition"
+        )
+    return compiled
 
 
 class RoutingRule(BaseModel):
