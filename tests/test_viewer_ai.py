@@ -1,0 +1,245 @@
+"""AI results in the viewer, in a real browser (Debian's Chromium via Playwright) against a real
+``radsight serve``: SEG labelmap overlays, parametric-map heatmaps, and the findings panel.
+
+Real objects: dcmqi's liver SEG on its 3-slice CT (the CT it references, same study), a
+parametric map made here with highdicom on the same CT (the way the AI pipeline makes them),
+and the AI pipeline's own SEG / SR / parametric map from the test segmentation model on the
+20-slice CT. Assertions are on pixels (overlay shown vs hidden) and the DOM.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from playwright.sync_api import Page
+
+from ai_testmodels import make_segmentation_package
+from conftest import ADMIN_USER, RunningServer, start_server
+from radsight.ingest.importer import import_paths
+from test_viewer_browser import TIMEOUT_MS, VIEWER_BUILT, browser, login, page, state, wait_first_image
+
+__all__ = ["browser", "page"]  # fixtures used here
+
+DCMQI = "dicom/dcmqi/segmentations"
+LIVER_STUDY = "1.2.392.200103.20080913.113635.0.2009.6.22.21.43.10.22941.1"
+AI_NOTICE = "AI generated - not for clinical use"
+
+
+def _pmap_for(ct_dir: Path, dest: Path) -> Path:
+    """A float parametric map on the 3-slice CT: a bright disc (1.0) fading out, 0 outside."""
+    sources = sorted((pydicom.dcmread(p) for p in ct_dir.glob("*.dcm")), key=lambda d: int(d.InstanceNumber))
+    for ds in sources:
+        if not ds.get("SpecificCharacterSet"):
+            ds.pop("SpecificCharacterSet", None)  # empty in these files; highdicom wants none or a value
+    rows, cols = sources[0].Rows, sources[0].Columns
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    r = np.hypot(yy - rows * 0.5, xx - cols * 0.5) / (rows * 0.25)
+    values = np.repeat(np.clip(1.0 - r, 0.0, 1.0)[None].astype(np.float32), len(sources), axis=0)
+    mapping = hd.pm.RealWorldValueMapping(
+        lut_label="AI_PROB",
+        lut_explanation="test probability",
+        unit=hd.sr.CodedConcept("1", "UCUM", "no units"),
+        value_range=(0.0, 1.0),
+        slope=1.0,
+        intercept=0.0,
+    )
+    pm = hd.pm.ParametricMap(
+        source_images=sources,
+        pixel_array=values,
+        series_instance_uid=hd.UID(),
+        series_number=9102,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="RadSight tests",
+        manufacturer_model_name="viewer test",
+        software_versions="1",
+        device_serial_number="1",
+        contains_recognizable_visual_features=False,
+        real_world_value_mappings=[mapping],
+        voi_lut_transformations=[hd.VOILUTTransformation(window_center=0.5, window_width=1.0)],
+        content_description="test heatmap",
+        content_creator_name="RadSight^Tests",
+        content_label="AI_PMAP",
+    )
+    pm.SeriesDescription = f"Heatmap - {AI_NOTICE}"
+    out = dest / "pmap.dcm"
+    pm.save_as(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ai_server(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Iterator[RunningServer]:
+    if not VIEWER_BUILT.is_file():
+        pytest.fail("the viewer is not built: run `make setup`")
+    home = tmp_path_factory.mktemp("viewer-ai")
+    running, stop, _ = start_server(home / "home", f"sqlite:///{home / 'index.sqlite'}")
+    try:
+        ingest = running.archive.ingest
+        ct3 = shared_data / DCMQI / "ct-3slice"
+        import_paths(ingest, [ct3, shared_data / DCMQI / "liver.dcm", _pmap_for(ct3, home)])
+        import_paths(ingest, [shared_data / "ct/totalsegmentator/example_ct_dicom"], fill_missing_uids=True)
+        yield running
+    finally:
+        stop()  # type: ignore[operator]
+
+
+def rgb_pixels(page: Page, index: int = 0) -> np.ndarray:
+    """The viewport as RGB (float), the overlay text corners left out."""
+    png = page.locator(f".vp[data-viewport='{index}'] .cs").screenshot(animations="disabled")
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32)
+    h, w, _ = img.shape
+    return img[h // 6 : h - h // 6, w // 6 : w - w // 6]
+
+
+def chroma(img: np.ndarray) -> np.ndarray:
+    return np.asarray(img.max(axis=2) - img.min(axis=2))
+
+
+def changed_from(page: Page, before: np.ndarray, timeout_s: float = 15.0) -> np.ndarray:
+    """Screenshots until the viewport differs from ``before`` (a render happened), or fail."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        now = rgb_pixels(page)
+        if now.shape == before.shape and np.abs(now - before).max() > 20:
+            return now
+        if time.monotonic() > deadline:
+            pytest.fail("the viewport did not change")
+        page.wait_for_timeout(100)
+
+
+def open_study(page: Page, server: RunningServer, study: str) -> None:
+    login(page, server, f"/viewer?StudyInstanceUIDs={study}")
+    wait_first_image(page)
+    page.wait_for_function("window.__radsight.ai !== undefined", timeout=TIMEOUT_MS)
+
+
+def test_ai_series_are_labelled_in_the_series_panel(ai_server: RunningServer, page: Page) -> None:
+    open_study(page, ai_server, LIVER_STUDY)
+    badges = page.locator(".series-item.ai-series .ai-badge")
+    badges.first.wait_for(timeout=TIMEOUT_MS)
+    assert badges.count() == 1  # the heatmap; dcmqi's SEG says nothing about AI
+    assert badges.first.inner_text() == AI_NOTICE
+    assert page.locator("#ai-panel .ai-notice").inner_text() == AI_NOTICE
+
+
+def test_seg_labelmap_overlay_in_colour_with_toggle_and_opacity(ai_server: RunningServer, page: Page) -> None:
+    open_study(page, ai_server, LIVER_STUDY)
+    box = page.locator("input[data-ai='segment-1']")
+    box.wait_for(timeout=TIMEOUT_MS)
+    page.wait_for_function("window.__radsight.ai.busy === 0 && window.__radsight.ai.segmentations.length === 1")
+    assert state(page, "s.errors") == []
+    assert state(page, "s.ai.segmentations[0].viewports") == ["vp-0"]
+    # The heatmap off, so that only the labelmap differs.
+    page.locator("input[data-ai='heatmap-visible']").uncheck()
+    page.wait_for_function("window.__radsight.ai.drawn['vp-0'] === 0")
+    assert page.locator("label.ai-check:has(input[data-ai='segment-1'])").inner_text().strip() == "Liver"
+    # The liver slice with the largest mask: dcmqi's liver is on every slice.
+    page.wait_for_timeout(300)  # the labelmap's first render after it was added
+    with_overlay = rgb_pixels(page)
+    box.uncheck()
+    without = changed_from(page, with_overlay)
+    diff = np.abs(with_overlay - without).max(axis=2) > 20
+    assert diff.mean() > 0.01, diff.mean()  # a liver-sized region changed
+    # Coloured where the overlay is, grey where it is not (a CT is grey).
+    assert np.median(chroma(with_overlay)[diff]) > 30
+    assert chroma(without).max() < 10
+    # Back on, then the opacity slider changes the same region.
+    box.check()
+    again = changed_from(page, without)
+    assert np.abs(again - with_overlay).max(axis=2)[diff].mean() < 10
+    page.locator("input[data-ai='seg-opacity']").fill("1")
+    opaque = changed_from(page, again)
+    assert np.abs(opaque - again).max(axis=2)[diff].mean() > 10
+    assert np.median(chroma(opaque)[diff]) > np.median(chroma(again)[diff])
+
+
+def test_heatmap_overlay_opacity_and_threshold(ai_server: RunningServer, page: Page) -> None:
+    open_study(page, ai_server, LIVER_STUDY)
+    visible = page.locator("input[data-ai='heatmap-visible']")
+    visible.wait_for(timeout=TIMEOUT_MS)
+    page.wait_for_function("window.__radsight.ai.busy === 0 && window.__radsight.ai.heatmaps === 1")
+    page.locator("input[data-ai='segment-1']").uncheck()
+    page.wait_for_function("window.__radsight.ai.drawn['vp-0'] === 1")
+    page.wait_for_timeout(300)
+    shown = rgb_pixels(page)
+    visible.uncheck()
+    hidden = changed_from(page, shown)
+    diff = np.abs(shown - hidden).max(axis=2) > 20
+    h, w = diff.shape
+    # The disc is in the middle of the image, its edge (value 0) outside.
+    assert diff[h // 2 - 5 : h // 2 + 5, w // 2 - 5 : w // 2 + 5].all()
+    assert not diff[:5, :5].any()
+    assert np.median(chroma(shown)[diff]) > 30
+    visible.check()
+    back = changed_from(page, hidden)
+    page.locator("input[data-ai='heatmap-opacity']").fill("1")
+    opaque = changed_from(page, back)
+    assert np.abs(opaque - back).max(axis=2)[diff].mean() > 10
+    # A threshold near the top leaves only the centre coloured.
+    page.locator("input[data-ai='heatmap-threshold']").fill("0.9")
+    centre = changed_from(page, opaque)
+    remaining = np.abs(centre - hidden).max(axis=2) > 20
+    assert 0 < remaining.sum() < diff.sum() * 0.3
+
+
+def test_pipeline_finding_listed_accepted_and_kept_after_reload(
+    ai_server: RunningServer, page: Page, tmp_path: Path
+) -> None:
+    from radsight.ai import jobs, registry
+    from radsight.ai.engine import request_run
+    from radsight.ai.worker import run_claimed
+
+    archive = ai_server.archive
+    with ai_server.client() as c:
+        studies = c.get("/dicomweb/studies").json()
+    study = next(str(s["0020000D"]["Value"][0]) for s in studies if s["0020000D"]["Value"][0] != LIVER_STUDY)
+    registry.install(archive, make_segmentation_package(tmp_path / "pkg", name="test-seg", version="1.0"))
+    queued = request_run(archive, study, model_name="test-seg", trigger="manual")
+    assert queued
+    ids = [j.id for j in queued]
+    deadline = time.monotonic() + 300
+    while True:
+        with archive.db.session() as s:
+            states = {i: jobs.get_job(s, i).state for i in ids}  # type: ignore[union-attr]
+            if all(st in (jobs.DONE, jobs.FAILED) for st in states.values()):
+                break
+            job = jobs.claim(s, "viewer-test", archive.settings.ai_lease_seconds, job_ids=ids)
+        if job is not None:
+            run_claimed(archive, job)
+        elif time.monotonic() > deadline:
+            pytest.fail(f"jobs did not finish: {states}")
+    assert set(states.values()) == {jobs.DONE}, states
+
+    open_study(page, ai_server, study)
+    item = page.locator("#ai-panel .finding").first
+    item.wait_for(timeout=TIMEOUT_MS)
+    text = item.inner_text()
+    assert "test-seg v1.0" in text
+    assert "Dense tissue" in text
+    assert item.get_attribute("data-status") == "pending"
+    # The pipeline's SEG is drawn on the CT.
+    page.wait_for_function("window.__radsight.ai.busy === 0 && window.__radsight.ai.segmentations.length >= 1")
+    assert page.locator(".series-item.ai-series").count() >= 2  # SEG, SR, map series
+    item.locator("button.finding-accept").click()
+    page.wait_for_selector("#ai-panel .finding[data-status='accepted']", timeout=TIMEOUT_MS)
+    page.reload()
+    wait_first_image(page)
+    accepted = page.locator("#ai-panel .finding").first
+    accepted.wait_for(timeout=TIMEOUT_MS)
+    assert accepted.get_attribute("data-status") == "accepted"
+    assert f"Accepted by {ADMIN_USER}" in accepted.inner_text()
+    # Rejected findings stay listed, marked rejected.
+    accepted.locator("button.finding-reject").click()
+    page.wait_for_selector("#ai-panel .finding[data-status='rejected']", timeout=TIMEOUT_MS)
+    page.reload()
+    wait_first_image(page)
+    page.wait_for_selector("#ai-panel .finding[data-status='rejected']", timeout=TIMEOUT_MS)
+    assert "Rejected by" in page.locator("#ai-panel .finding").first.inner_text()
