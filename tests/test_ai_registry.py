@@ -274,3 +274,15 @@ def test_rest_broken_packages_are_422_with_reason(server: RunningServer, tmp_pat
         r = c.post("/api/models", content=b"{}", headers={"content-type": "application/json"})
         assert r.status_code == 415
         assert all(m["name"] != "rest-broken" for m in c.get("/api/models").json())
+
+
+def test_concurrent_installs_of_one_package_give_one_model(archive: Archive, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    src = make_segmentation_package(tmp_path / "src", name="race")
+    zipped = zip_folder(src, tmp_path / "race.zip", top_dir=True)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda p: install(archive, p), [src, zipped, src, zipped]))
+    assert len({m.id for m in results}) == 1
+    assert [p.name for p in (archive.settings.home / "models").iterdir()] == [Path(results[0].package_dir).name]
+    assert get_package(archive, "race").metadata.name == "race"

@@ -91,7 +91,13 @@ def _copy_into_place(pkg: ModelPackage, dest: Path) -> None:
         shutil.copytree(pkg.path, tmp)
         load_package(tmp, check_onnx=False)  # the copy is what runs: verify its SHA-256 again
         _fsync_tree(tmp)
-        os.rename(tmp, dest)
+        try:
+            os.rename(tmp, dest)
+        except OSError:
+            # A concurrent install of the same package renamed its copy first: use that one.
+            if not dest.is_dir() or load_package(dest, check_onnx=False).metadata != pkg.metadata:
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -149,10 +155,11 @@ def _install_loaded(archive: Archive, pkg: ModelPackage, *, replace: bool) -> AI
         row.added_at = datetime.now(UTC)
         try:
             s.commit()
-        except IntegrityError as exc:  # another process installed the same name meanwhile
+        except IntegrityError as exc:  # another request installed the same name meanwhile
             s.rollback()
-            if old_dir != dest:
-                shutil.rmtree(dest, ignore_errors=True)
+            other = s.scalars(select(AIModel).where(AIModel.name == meta.name)).one_or_none()
+            if other is not None and other.version == meta.version and other.sha256 == meta.sha256:
+                return other  # the same package: idempotent (dest is theirs too; keep it)
             raise ValueError(f"model {meta.name!r} was installed concurrently; try again") from exc
     if old_dir is not None and old_dir != dest:
         shutil.rmtree(old_dir, ignore_errors=True)
@@ -169,6 +176,9 @@ def remove(archive: Archive, name: str) -> bool:
         package_dir = Path(row.package_dir)
         s.delete(row)
         s.commit()
+    with _cache_lock:
+        for key in [k for k in _cache if k[1] == str(package_dir)]:
+            del _cache[key]
     # Only folders inside the models folder are ours to delete.
     if package_dir.resolve().parent == models_dir(archive):
         shutil.rmtree(package_dir, ignore_errors=True)
