@@ -29,8 +29,8 @@ from radsight.index.models import AIFinding, AIJob, AIModel, Instance, Series, S
 SMALL_CT = "ct/totalsegmentator/example_ct_sm.nii.gz"
 
 
-@pytest.fixture(scope="session")
-def ct_files(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], list[Path]]:
+@pytest.fixture(scope="session", name="ct_files")
+def ct_files_fixture(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], list[Path]]:
     """Files of a real 30-slice CT series; each patient id gives a new study and series."""
     root = tmp_path_factory.mktemp("ct")
     cache: dict[str, list[Path]] = {}

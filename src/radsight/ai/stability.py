@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 # Cheap copy of routing's result filter, for the ingest path (routing filters them again).
 _RESULT_MODALITIES = frozenset({"SEG", "SR", "KO", "PR", "RTSTRUCT"})
+_AI_MARK = "ai generated"  # results' SeriesDescription (parametric maps are modality OT)
 _RESULT_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.30", "1.2.840.10008.5.1.4.1.1.88.")
 
 
@@ -92,7 +93,7 @@ class StabilityMonitor:
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._active = False
+        self._active = True  # events are recorded from construction; stop() ends that
         self._thread: threading.Thread | None = None
 
     # -- ingest path: must stay cheap ----------------------------------------------------------
@@ -137,7 +138,7 @@ class StabilityMonitor:
         since = jobs.utcnow() - timedelta(hours=hours)
         with self.archive.db.session() as s:
             rows = s.execute(
-                select(Study.study_instance_uid, Series.series_instance_uid, Series.modality)
+                select(Study.study_instance_uid, Series.series_instance_uid, Series.modality, Series.series_description)
                 .join(Study, Study.id == Series.study_pk)
                 .where(Series.updated_at >= since)
                 .limit(100_000)
@@ -145,8 +146,8 @@ class StabilityMonitor:
         now = time.monotonic()
         count = 0
         with self._lock:
-            for study_uid, series_uid, modality in rows:
-                if (modality or "").upper() in _RESULT_MODALITIES:
+            for study_uid, series_uid, modality, description in rows:
+                if (modality or "").upper() in _RESULT_MODALITIES or _AI_MARK in (description or "").lower():
                     continue
                 self._pending.setdefault(series_uid, _Pending(study_uid, now))
                 count += 1
