@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
+import copy
+
 import highdicom as hd
 import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 
 from radsight.ai.package import Label, ModelMetadata
 from radsight.ai.results import CONTENT_CREATOR, MANUFACTURER, ResultUIDs, coded, label_result
 from radsight.ai.volume import Volume
 
 NO_UNITS = hd.sr.CodedConcept("1", "UCUM", "no units")
+
+
+def _with_nominal_geometry(source: Dataset) -> Dataset:
+    """A copy of a projection image (CR/DX: no frame of reference) with a nominal image plane.
+
+    The Parametric Map IOD requires a Frame of Reference and plane position/orientation; a
+    projection radiograph has neither. The map gets its own frame of reference (derived from the
+    source image, so it is stable) with the image plane at the origin, rows along x, columns
+    along y, at the detector pixel spacing; it lies pixel for pixel on the source image (Spatial
+    Locations Preserved YES in its derivation reference), which is how viewers overlay it.
+    """
+    ds = copy.deepcopy(source)
+    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing") or [1.0, 1.0]
+    ds.FrameOfReferenceUID = generate_uid(entropy_srcs=["radsight-nominal-frame", str(ds.SOPInstanceUID)])
+    ds.PositionReferenceIndicator = ""
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.ImagePositionPatient = [0, 0, 0]
+    ds.PixelSpacing = [float(v) for v in spacing]
+    ds.SliceThickness = 1
+    return ds
 
 
 def build_parametric_map(
@@ -27,14 +51,9 @@ def build_parametric_map(
         intercept=0.0,
         quantity_definition=coded(label.type),
     )
-    pixel_measures = None
-    if volume.orientation is None:
-        # Projection images (CR/DX) have no plane geometry; the pixel size is still stated.
-        spacing = volume.datasets[0].get("PixelSpacing") or volume.datasets[0].get("ImagerPixelSpacing")
-        if spacing is not None:
-            pixel_measures = hd.PixelMeasuresSequence(pixel_spacing=[float(v) for v in spacing], slice_thickness=None)
+    sources = volume.datasets if volume.orientation is not None else [_with_nominal_geometry(volume.datasets[0])]
     pmap = hd.pm.ParametricMap(
-        source_images=volume.datasets,
+        source_images=sources,
         pixel_array=values,
         series_instance_uid=uids.pmap_series,
         series_number=9002,
@@ -52,7 +71,6 @@ def build_parametric_map(
         content_description=f"{meta.name} {meta.version} {label.name} map"[:64],
         content_creator_name=CONTENT_CREATOR.replace(" ", "^"),
         content_label="AI_PMAP",
-        pixel_measures=pixel_measures,
     )
     label_result(pmap, meta, f"map {meta.name}")
     if "Laterality" not in pmap:
