@@ -86,6 +86,9 @@ def _segment(volume: Volume, package: ModelPackage, uids: ResultUIDs) -> tuple[P
         mode="gaussian",
     )
     probs = _activation(raw, out, axis=0)
+    too_high = [lab.name for lab in meta.labels if lab.index >= probs.shape[0]]
+    if too_high:
+        raise PipelineError(f"{meta.name}: labels {too_high} have no channel in {out.name!r} ({probs.shape[0]})")
     # argmax on the model grid, then nearest-neighbour back onto the source rows/columns/slices.
     labelmap = preprocess.to_shape(np.argmax(probs, axis=0).astype(np.uint8), volume.array.shape, order=0)
     shown = _positive_label(meta)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import highdicom as hd
 import numpy as np
+from pydicom.uid import generate_uid
 
 from radsight.ai.package import ModelMetadata
 from radsight.ai.results import CONTENT_CREATOR, MANUFACTURER, ResultUIDs, algorithm_identification, coded, label_result
@@ -42,7 +43,7 @@ def build_segmentation(
                 segmented_property_type=coded(lab.type),
                 algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
                 algorithm_identification=algorithm,
-                tracking_uid=hd.UID(),
+                tracking_uid=generate_uid(entropy_srcs=[uids.seg_sop, str(lab.index)]),
                 tracking_id=f"{meta.name} {lab.name}"[:64],
                 display_color=color,
             )
