@@ -228,6 +228,36 @@ def test_pipeline_finding_listed_accepted_and_kept_after_reload(
     # The pipeline's SEG is drawn on the CT.
     page.wait_for_function("window.__radsight.ai.busy === 0 && window.__radsight.ai.segmentations.length >= 1")
     assert page.locator(".series-item.ai-series").count() >= 2  # SEG, SR, map series
+    # "Go to slice" shows the finding's image, with its box drawn.
+    with ai_server.client() as c:
+        [finding] = c.get(f"/api/studies/{study}/findings").json()
+    item.locator("button.finding-jump").click()
+    sop = finding["location"]["sop_instance_uid"]
+    page.wait_for_function(f"(window.__radsight.viewports()[0].imageId || '').includes('/instances/{sop}/')")
+    page.wait_for_function("window.__radsight.ai.drawn['vp-0'] >= 2")  # the map and the box
+    # The model's SEG on that slice: hiding its segment changes the pixels.
+    page.locator("input[data-ai='heatmap-visible']").uncheck()
+    page.wait_for_function("window.__radsight.ai.drawn['vp-0'] === 1")  # the box only
+    page.wait_for_timeout(300)
+    seg_on = rgb_pixels(page)
+    page.locator("input[data-ai='segment-1']").uncheck()
+    seg_off = changed_from(page, seg_on)
+    assert (np.abs(seg_on - seg_off).max(axis=2) > 20).mean() > 0.001
+    page.locator("input[data-ai='segment-1']").check()
+    # MPR: the labelmap is added to the three volume viewports too.
+    page.click("[data-action='mpr']")
+    page.wait_for_function(
+        "window.__radsight.ai.busy === 0 && window.__radsight.ai.segmentations.some("
+        "(s) => ['vp-0', 'vp-1', 'vp-2'].every((v) => s.viewports.includes(v)))",
+        timeout=TIMEOUT_MS,
+    )
+    assert state(page, "s.errors") == []
+    mpr = rgb_pixels(page)
+    page.locator("input[data-ai='segment-1']").uncheck()
+    mpr_off = changed_from(page, mpr)
+    assert (np.abs(mpr - mpr_off).max(axis=2) > 20).mean() > 0.001
+    page.click("[data-action='mpr']")
+    page.wait_for_function("window.__radsight.layout.mpr === false")
     item.locator("button.finding-accept").click()
     page.wait_for_selector("#ai-panel .finding[data-status='accepted']", timeout=TIMEOUT_MS)
     page.reload()

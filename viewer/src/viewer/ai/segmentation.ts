@@ -83,10 +83,12 @@ export async function createSegmentation(
 
 /** Show `seg` in a viewport (stack or volume) with its colours, visibility and opacity. */
 export async function showInViewport(seg: AiSegmentation, viewportId: string): Promise<void> {
-  if (!seg.viewports.has(viewportId)) {
+  // Viewport ids are reused across layouts: ask the segmentation state, not a local record.
+  const shown = segmentation.state.getSegmentationRepresentations(viewportId, { segmentationId: seg.segmentationId, type: Labelmap });
+  if (!shown?.length) {
     await segmentation.addLabelmapRepresentationToViewport(viewportId, [{ segmentationId: seg.segmentationId }]);
-    seg.viewports.add(viewportId);
   }
+  seg.viewports.add(viewportId);
   applyStyle(seg, viewportId);
 }
 
