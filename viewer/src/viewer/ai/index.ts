@@ -37,13 +37,32 @@ export interface AiState {
   heatmaps: number;
   drawn: Record<string, number>;
   busy: number;
+  /** Per SEG: ms from the request to the labelmap registered. */
+  segLoadMs: number[];
+  /** The longest gap between animation frames while AI overlays loaded (a frozen page shows here). */
+  maxFrameGapMs: number;
 }
 
 const PMAP_CLASS = '1.2.840.10008.5.1.4.1.1.30';
 const AI_RE = /AI generated/i;
 
 let host!: AiHost;
-const aiState: AiState = { findings: 0, findingsApi: false, segmentations: [], heatmaps: 0, drawn: {}, busy: 0 };
+const aiState: AiState = { findings: 0, findingsApi: false, segmentations: [], heatmaps: 0, drawn: {}, busy: 0, segLoadMs: [], maxFrameGapMs: 0 };
+
+// While overlays load, measure how long the page goes without painting.
+let watching = false;
+function watchFrames(): void {
+  if (watching) return;
+  watching = true;
+  let last = performance.now();
+  const tick = (t: number) => {
+    aiState.maxFrameGapMs = Math.max(aiState.maxFrameGapMs, t - last);
+    last = t;
+    if (aiState.busy > 0) requestAnimationFrame(tick);
+    else watching = false;
+  };
+  requestAnimationFrame(tick);
+}
 const segs = new Map<string, Promise<AiSegmentation | undefined>>();
 const heatmaps = new Map<string, Promise<Heatmap | undefined>>();
 let findings: Finding[] = [];
@@ -190,6 +209,7 @@ function getSeg(series: LoadedSeries, inst: DicomJsonDataset, source: LoadedSeri
   let p = segs.get(key);
   if (!p) {
     p = (async () => {
+      const t0 = performance.now();
       const part10 = await host.client.retrieveInstance(series.studyUID, series.seriesUID, sop);
       const seg = await createSegmentation(part10, source.imageIds, {
         sop,
@@ -197,6 +217,7 @@ function getSeg(series: LoadedSeries, inst: DicomJsonDataset, source: LoadedSeri
         sourceSeriesUID: source.seriesUID,
         label: series.description || str(inst, '00620002') || 'Segmentation',
       });
+      aiState.segLoadMs.push(Math.round(performance.now() - t0));
       renderOverlayControls();
       return seg;
     })().catch((err) => {
@@ -237,6 +258,7 @@ export async function onViewportShown(slotId: string): Promise<void> {
   if (!slot || !source || source.notImage) return;
   ensureOverlayCanvas(slot);
   aiState.busy += 1;
+  watchFrames();
   try {
     for (const o of await aiObjectsFor(source)) {
       if (o.kind === 'seg') {
