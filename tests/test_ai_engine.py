@@ -373,3 +373,33 @@ def test_engine_stop_leaves_a_running_job_to_the_next_start(
         assert job_state(archive, job_id).attempts == 2
     finally:
         archive.close()
+
+
+def test_worker_processes_run_jobs_outside_the_server_process(
+    tmp_path: Path, db_url: str, ct_files: Callable[[str], list[Path]]
+) -> None:
+    """``ai_worker_processes``: the same claim loop in a spawned process (as a remote worker would)."""
+    from radsight.ai.engine import AIEngine
+    from radsight.ai.worker import ProcessWorkerPool
+
+    archive = Archive.open(make_settings(tmp_path / "home", db_url, ai_worker_processes=True))
+    engine = AIEngine(archive, workers=1)
+    try:
+        assert isinstance(engine.pool, ProcessWorkerPool)
+        model = install_seg(archive, tmp_path)
+        study, series = ingest_all(archive, ct_files("PROC"))
+        engine.start()
+        with archive.db.session() as s:
+            job_id = jobs.enqueue(s, study_instance_uid=study, series_instance_uid=series, model=model).id
+            s.commit()
+        engine.pool.wake()
+        wait_for(lambda: job_state(archive, job_id).state == jobs.DONE, 180, "the job in a worker process")
+        job = job_state(archive, job_id)
+        worker_pid = int(job.worker.split(":")[1])
+        assert worker_pid in engine.pool.pids and worker_pid != os.getpid()
+        assert job.result_json is not None
+        assert_one_result_set(archive, study, series, jobs.JobView.of(job).result)  # type: ignore[arg-type]
+    finally:
+        engine.stop()
+        archive.close()
+    assert engine.pool.pids == []

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     # AI engine (see radsight.ai): in-process workers, stability trigger, durable job queue.
     ai_enabled: bool = Field(default=True, description="Run the AI engine (stability trigger + workers) in `serve`")
     ai_workers: int = Field(default=1, ge=0, description="In-process AI worker threads (0: queue only)")
+    ai_worker_processes: bool = Field(
+        default=False,
+        description="Run AI workers as separate processes (SEG/SR encoding holds the GIL; keeps HTTP/DIMSE fast)",
+    )
     ai_stable_seconds: float = Field(
         default=3.0, gt=0, description="A series is stable when no instance arrived for this long"
     )

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from radsight.ai import jobs
 from radsight.ai.stability import StabilityMonitor
-from radsight.ai.worker import WorkerPool, wake_all
+from radsight.ai.worker import ProcessWorkerPool, WorkerPool, wake_all
 from radsight.index.models import AIJob, AIModel, Series, Study
 
 if TYPE_CHECKING:
@@ -37,7 +37,9 @@ class AIEngine:
     def __init__(self, archive: Archive, *, workers: int | None = None) -> None:
         self.archive = archive
         n = archive.settings.ai_workers if workers is None else workers
-        self.pool = WorkerPool(archive, n)
+        self.pool: WorkerPool | ProcessWorkerPool = (
+            ProcessWorkerPool(archive, n) if archive.settings.ai_worker_processes else WorkerPool(archive, n)
+        )
         self.stability = StabilityMonitor(archive, on_queued=lambda _jobs: self.pool.wake())
         self._subscribed = False
 
@@ -48,7 +50,10 @@ class AIEngine:
         self.stability.start()
         self.stability.recover()
         self.pool.start()
-        log.info("AI engine: %d worker(s), series stable after %.1f s", self.pool.n, self.stability.stable_seconds)
+        log.info(
+            "AI engine: %d worker %s, series stable after %.1f s", self.pool.n,
+            "process(es)" if isinstance(self.pool, ProcessWorkerPool) else "thread(s)", self.stability.stable_seconds,
+        )
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop triggering and claiming; running jobs get ``timeout`` s, then are left to a restart."""

@@ -247,3 +247,86 @@ class WorkerPool:
                             log.warning("job %d: lease lost to another worker", job_id)
                 except Exception:
                     log.exception("heartbeat for job %d failed", job_id)
+
+
+def _process_main(settings_data: dict[str, Any], stop: Any, wake: Any, poll_seconds: float) -> None:
+    """A worker process: its own archive connection and a one-thread pool, until ``stop`` is set."""
+    from radsight.archive import Archive
+    from radsight.config import Settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    archive = Archive.open(Settings(**settings_data), migrate=False)
+    pool = WorkerPool(archive, 1, poll_seconds=poll_seconds)
+    pool.start()
+    try:
+        while not stop.is_set():
+            if wake.wait(0.5):
+                wake.clear()
+                pool.wake()
+    finally:
+        pool.stop(timeout=1.0)
+        archive.close()
+
+
+class ProcessWorkerPool:
+    """``n`` worker processes, each running the same claim loop as ``WorkerPool`` (one thread).
+
+    For when the GIL matters: ONNX Runtime releases it, but building and encoding SEG/SR with
+    highdicom/pydicom is Python and holds it (measured: most of a 112-slice job), which slows
+    HTTP and DIMSE in the server process. A process holds only what it claimed in the database,
+    exactly like a remote (Celery) worker would.
+    """
+
+    def __init__(self, archive: Archive, n: int, *, poll_seconds: float = 1.0) -> None:
+        import multiprocessing
+
+        self.archive = archive
+        self.n = n
+        self.poll_seconds = poll_seconds
+        self._ctx = multiprocessing.get_context("spawn")  # no fork of a threaded server
+        self._stop = self._ctx.Event()
+        self._wake = self._ctx.Event()
+        self._procs: list[Any] = []
+
+    def start(self) -> None:
+        self._stop.clear()
+        _pools.add(self)  # type: ignore[arg-type]
+        data = self.archive.settings.model_dump()
+        for i in range(self.n):
+            p = self._ctx.Process(
+                target=_process_main, args=(data, self._stop, self._wake, self.poll_seconds),
+                name=f"ai-worker-{i}", daemon=True,
+            )
+            p.start()
+            self._procs.append(p)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the processes to stop; one still busy after ``timeout`` is killed and its jobs released."""
+        self._stop.set()
+        _pools.discard(self)  # type: ignore[arg-type]
+        killed: list[int] = []
+        for p in self._procs:
+            p.join(timeout)
+            if p.is_alive():
+                p.kill()
+                p.join(5)
+                killed.append(p.pid)
+        self._procs = []
+        if killed:
+            host = socket.gethostname()
+            with self.archive.db.session() as s:
+                for pid in killed:
+                    s.execute(
+                        update(AIJob)
+                        .where(AIJob.state == jobs.RUNNING, AIJob.worker.like(f"{host}:{pid}:%"))
+                        .values(lease_expires_at=jobs.utcnow())
+                    )
+                s.commit()
+            log.warning("killed busy AI worker process(es) %s; their jobs will run again", killed)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._procs if p.pid is not None]
