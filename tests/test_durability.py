@@ -86,7 +86,7 @@ def _import_and_kill(
 def _assert_restart_consistent(home: Path, db_url: str, acked: set[str], sources: set[str]) -> None:
     archive = Archive.open(make_settings(home, db_url))  # a restart: cleans the spool
     try:
-        assert not any(archive.storage.spool_dir().iterdir()), "temporary files survived the restart"
+        assert not archive.storage.spool_leftovers(), "temporary files survived the restart"
         report = check_archive(archive)
         assert report.missing_files == [] and report.size_mismatches == []
         with archive.db.session() as s:

@@ -33,4 +33,5 @@ class Archive:
         return cls(settings=settings, db=db, storage=storage, ingest=IngestService(db, storage, settings))
 
     def close(self) -> None:
+        self.storage.close()
         self.db.dispose()

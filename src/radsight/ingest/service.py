@@ -19,14 +19,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.multival import MultiValue
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from radsight.config import DuplicatePolicy, Settings
 from radsight.index.db import Database
@@ -210,8 +209,10 @@ class IngestService:
         return framed
 
     # -- the work -------------------------------------------------------------
-    def _existing_key(self, session: Session, sop_uid: str) -> str | None:
-        return session.scalar(select(Instance.storage_key).where(Instance.sop_instance_uid == sop_uid))
+    def _existing_key(self, sop_uid: str) -> str | None:
+        with self.db.engine.connect() as c:
+            row = c.execute(_STATEMENTS.sel_instance, {"uid": sop_uid}).first()
+        return None if row is None else str(row.storage_key)
 
     def _store(self, p: ParsedInstance, path: Path, *, move: bool, source: str, calling_ae: str) -> IngestResult:
         base = IngestResult(
@@ -222,8 +223,7 @@ class IngestService:
             series_instance_uid=p.series_instance_uid,
         )
         overwrite = self.settings.duplicate_policy is DuplicatePolicy.OVERWRITE
-        with self.db.session() as s:
-            old_key = self._existing_key(s, p.sop_instance_uid)
+        old_key = self._existing_key(p.sop_instance_uid)
         if old_key is not None and not overwrite:
             base.outcome = Outcome.DUPLICATE
             base.message = "an instance with this SOP Instance UID is already stored; the first was kept"
@@ -270,116 +270,166 @@ class IngestService:
     def _index_locked(
         self, p: ParsedInstance, key: str, *, source: str, calling_ae: str, overwrite: bool
     ) -> object:
+        # SQLAlchemy Core with statements built once (see _Statements), not the ORM: this runs
+        # once per received instance, and building the ORM's and Core's expression objects cost
+        # more than the database itself. New studies and series are inserted with their counters
+        # set, so the common cases need few statements.
+        q = _STATEMENTS
         ds = p.dataset
         now = datetime.now(UTC)
-        with self.db.session() as s, s.begin():
-            existing = s.scalar(select(Instance).where(Instance.sop_instance_uid == p.sop_instance_uid))
+        with self.db.engine.begin() as c:
+            existing = c.execute(q.sel_instance, {"uid": p.sop_instance_uid}).first()
             if existing is not None and not overwrite:
                 return _DUPLICATE
             patient_id = _text(ds, "PatientID", 64)
             issuer = _text(ds, "IssuerOfPatientID", 64)
-            patient = s.scalar(
-                select(Patient).where(Patient.patient_id == patient_id, Patient.issuer_of_patient_id == issuer)
-            )
-            if patient is None:
-                patient = Patient(patient_id=patient_id, issuer_of_patient_id=issuer)
-                s.add(patient)
-            patient.patient_name = _text(ds, "PatientName", 324) or patient.patient_name
-            patient.patient_birth_date = _text(ds, "PatientBirthDate", 8) or patient.patient_birth_date
-            patient.patient_sex = _text(ds, "PatientSex", 16) or patient.patient_sex
-            s.flush()
-
-            study = s.scalar(select(Study).where(Study.study_instance_uid == p.study_instance_uid))
-            if study is None:
-                study = Study(
-                    patient_pk=patient.id,
-                    study_instance_uid=p.study_instance_uid,
-                    study_date=_text(ds, "StudyDate", 8),
-                    study_time=_text(ds, "StudyTime", 16),
-                    accession_number=_text(ds, "AccessionNumber", 16),
-                    study_id=_text(ds, "StudyID", 16),
-                    study_description=_text(ds, "StudyDescription", 64),
-                    referring_physician_name=_text(ds, "ReferringPhysicianName", 324),
-                    patient_id=patient_id,
-                    patient_name=_text(ds, "PatientName", 324),
-                    patient_birth_date=_text(ds, "PatientBirthDate", 8),
-                    patient_sex=_text(ds, "PatientSex", 16),
-                    specific_character_set=_text(ds, "SpecificCharacterSet", 128),
-                    modalities_in_study="",
-                    number_of_series=0,
-                    number_of_instances=0,
-                    created_at=now,
-                    updated_at=now,
-                )
-                s.add(study)
-                s.flush()
-
-            series = s.scalar(select(Series).where(Series.series_instance_uid == p.series_instance_uid))
+            name = _text(ds, "PatientName", 324)
+            birth = _text(ds, "PatientBirthDate", 8)
+            sex = _text(ds, "PatientSex", 16)
             modality = _text(ds, "Modality", 16)
+
+            study = c.execute(q.sel_study, {"uid": p.study_instance_uid}).first()
+            if study is None:
+                patient = c.execute(q.sel_patient, {"pid": patient_id, "issuer": issuer}).first()
+                if patient is None:
+                    patient_pk = c.execute(q.ins_patient, {
+                        "patient_id": patient_id, "issuer_of_patient_id": issuer, "patient_name": name,
+                        "patient_birth_date": birth, "patient_sex": sex,
+                    }).inserted_primary_key[0]  # type: ignore[index]
+                else:
+                    patient_pk = patient.id
+                    if (name and name != patient.patient_name) or (birth and birth != patient.patient_birth_date) or (
+                        sex and sex != patient.patient_sex
+                    ):
+                        c.execute(q.upd_patient, {
+                            "pk": patient_pk, "name": name or patient.patient_name,
+                            "birth": birth or patient.patient_birth_date, "sex": sex or patient.patient_sex,
+                        })
+                study_pk = c.execute(q.ins_study, {
+                    "patient_pk": patient_pk,
+                    "study_instance_uid": p.study_instance_uid,
+                    "study_date": _text(ds, "StudyDate", 8),
+                    "study_time": _text(ds, "StudyTime", 16),
+                    "accession_number": _text(ds, "AccessionNumber", 16),
+                    "study_id": _text(ds, "StudyID", 16),
+                    "study_description": _text(ds, "StudyDescription", 64),
+                    "referring_physician_name": _text(ds, "ReferringPhysicianName", 324),
+                    "patient_id": patient_id,
+                    "patient_name": name,
+                    "patient_birth_date": birth,
+                    "patient_sex": sex,
+                    "specific_character_set": _text(ds, "SpecificCharacterSet", 128),
+                    "modalities_in_study": "",
+                    "number_of_series": 0,
+                    "number_of_instances": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }).inserted_primary_key[0]  # type: ignore[index]
+                study_modalities = ""
+            else:
+                study_pk, study_modalities = study.id, study.modalities_in_study
+
+            series = c.execute(q.sel_series, {"uid": p.series_instance_uid}).first()
+            new_series = series is None
             if series is None:
-                series = Series(
-                    study_pk=study.id,
-                    series_instance_uid=p.series_instance_uid,
-                    modality=modality,
-                    series_number=_int(ds, "SeriesNumber"),
-                    series_description=_text(ds, "SeriesDescription", 64),
-                    series_date=_text(ds, "SeriesDate", 8),
-                    series_time=_text(ds, "SeriesTime", 16),
-                    body_part_examined=_text(ds, "BodyPartExamined", 16),
-                    performed_procedure_step_start_date=_text(ds, "PerformedProcedureStepStartDate", 8),
-                    performed_procedure_step_start_time=_text(ds, "PerformedProcedureStepStartTime", 16),
-                    number_of_instances=0,
-                    created_at=now,
-                    updated_at=now,
-                )
-                s.add(series)
-                s.flush()
-                modalities = [m for m in study.modalities_in_study.split("\\") if m]
+                series_pk = c.execute(q.ins_series, {
+                    "study_pk": study_pk,
+                    "series_instance_uid": p.series_instance_uid,
+                    "modality": modality,
+                    "series_number": _int(ds, "SeriesNumber"),
+                    "series_description": _text(ds, "SeriesDescription", 64),
+                    "series_date": _text(ds, "SeriesDate", 8),
+                    "series_time": _text(ds, "SeriesTime", 16),
+                    "body_part_examined": _text(ds, "BodyPartExamined", 16),
+                    "performed_procedure_step_start_date": _text(ds, "PerformedProcedureStepStartDate", 8),
+                    "performed_procedure_step_start_time": _text(ds, "PerformedProcedureStepStartTime", 16),
+                    "number_of_instances": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }).inserted_primary_key[0]  # type: ignore[index]
+                modalities = [m for m in study_modalities.split("\\") if m]
                 if modality and modality not in modalities:
                     modalities.append(modality)
-                s.execute(
-                    update(Study)
-                    .where(Study.id == study.id)
-                    .values(
-                        number_of_series=Study.number_of_series + 1,
-                        modalities_in_study="\\".join(sorted(modalities))[:128],
-                    )
-                )
+                study_modalities = "\\".join(sorted(modalities))[:128]
+            else:
+                series_pk = series.id
 
-            fields: dict[str, Any] = dict(
-                sop_class_uid=p.sop_class_uid,
-                instance_number=_int(ds, "InstanceNumber"),
-                transfer_syntax_uid=p.transfer_syntax_uid,
-                rows=_int(ds, "Rows"),
-                columns=_int(ds, "Columns"),
-                bits_allocated=_int(ds, "BitsAllocated"),
-                number_of_frames=_int(ds, "NumberOfFrames"),
-                storage_key=key,
-                file_size=p.file_size,
-                pixel_data_offset=p.pixel_data_offset,
-                metadata_json=None,
-                received_via=source,
-                calling_ae_title=calling_ae[:16],
-                created_at=now,
-            )
+            fields: dict[str, Any] = {
+                "sop_class_uid": p.sop_class_uid,
+                "instance_number": _int(ds, "InstanceNumber"),
+                "transfer_syntax_uid": p.transfer_syntax_uid,
+                "rows": _int(ds, "Rows"),
+                "columns": _int(ds, "Columns"),
+                "bits_allocated": _int(ds, "BitsAllocated"),
+                "number_of_frames": _int(ds, "NumberOfFrames"),
+                "storage_key": key,
+                "file_size": p.file_size,
+                "pixel_data_offset": p.pixel_data_offset,
+                "metadata_json": None,
+                "received_via": source,
+                "calling_ae_title": calling_ae[:16],
+                "created_at": now,
+            }
             if existing is not None:
-                old_key = existing.storage_key
-                for name, value in fields.items():
-                    setattr(existing, name, value)
-                s.execute(update(Study).where(Study.id == study.id).values(updated_at=now))
-                return old_key
-            s.add(Instance(series_pk=series.id, sop_instance_uid=p.sop_instance_uid, **fields))
-            s.execute(
-                update(Series)
-                .where(Series.id == series.id)
-                .values(number_of_instances=Series.number_of_instances + 1, updated_at=now)
-            )
-            s.execute(
-                update(Study)
-                .where(Study.id == study.id)
-                .values(number_of_instances=Study.number_of_instances + 1, updated_at=now)
-            )
+                c.execute(q.upd_instance, {"pk": existing.id, **{f"v_{k}": v for k, v in fields.items()}})
+                c.execute(q.touch_study, {"pk": study_pk, "now": now})
+                return existing.storage_key
+            c.execute(q.ins_instance, {"series_pk": series_pk, "sop_instance_uid": p.sop_instance_uid, **fields})
+            c.execute(q.count_series, {"pk": series_pk, "now": now})
+            if new_series:
+                c.execute(q.count_study_new_series, {"pk": study_pk, "now": now, "mods": study_modalities})
+            else:
+                c.execute(q.count_study, {"pk": study_pk, "now": now})
         return None
 
 
+class _Statements:
+    """The ingest's SQL, built once; each execution only binds parameters."""
+
+    def __init__(self) -> None:
+        pt, st, se, it = (cast(Table, m.__table__) for m in (Patient, Study, Series, Instance))
+        self.sel_instance = select(it.c.id, it.c.storage_key).where(it.c.sop_instance_uid == bindparam("uid"))
+        self.sel_study = select(st.c.id, st.c.modalities_in_study).where(st.c.study_instance_uid == bindparam("uid"))
+        self.sel_series = select(se.c.id).where(se.c.series_instance_uid == bindparam("uid"))
+        self.sel_patient = select(pt.c.id, pt.c.patient_name, pt.c.patient_birth_date, pt.c.patient_sex).where(
+            pt.c.patient_id == bindparam("pid"), pt.c.issuer_of_patient_id == bindparam("issuer")
+        )
+        self.ins_patient = pt.insert()
+        self.ins_study = st.insert()
+        self.ins_series = se.insert()
+        self.ins_instance = it.insert()
+        self.upd_patient = (
+            pt.update()
+            .where(pt.c.id == bindparam("pk"))
+            .values(patient_name=bindparam("name"), patient_birth_date=bindparam("birth"),
+                    patient_sex=bindparam("sex"))
+        )
+        instance_columns = [c.name for c in it.c if c.name not in ("id", "series_pk", "sop_instance_uid")]
+        self.upd_instance = (
+            it.update().where(it.c.id == bindparam("pk")).values({n: bindparam(f"v_{n}") for n in instance_columns})
+        )
+        self.touch_study = st.update().where(st.c.id == bindparam("pk")).values(updated_at=bindparam("now"))
+        self.count_series = (
+            se.update()
+            .where(se.c.id == bindparam("pk"))
+            .values(number_of_instances=se.c.number_of_instances + 1, updated_at=bindparam("now"))
+        )
+        self.count_study = (
+            st.update()
+            .where(st.c.id == bindparam("pk"))
+            .values(number_of_instances=st.c.number_of_instances + 1, updated_at=bindparam("now"))
+        )
+        self.count_study_new_series = (
+            st.update()
+            .where(st.c.id == bindparam("pk"))
+            .values(
+                number_of_instances=st.c.number_of_instances + 1,
+                number_of_series=st.c.number_of_series + 1,
+                modalities_in_study=bindparam("mods"),
+                updated_at=bindparam("now"),
+            )
+        )
+
+
+_STATEMENTS = _Statements()
 _DUPLICATE = object()

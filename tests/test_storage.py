@@ -1,0 +1,43 @@
+"""File-system storage: spool folders of running processes survive another process opening
+the archive; those of dead processes are removed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from radsight.storage import FileSystemStorage
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from radsight.storage import FileSystemStorage
+s = FileSystemStorage(Path(sys.argv[1]))
+(s.spool_dir() / "in-flight.part").write_bytes(b"half an instance")
+print(s.spool_dir(), flush=True)
+time.sleep(60)
+"""
+
+
+def test_open_by_another_process_keeps_in_flight_files(tmp_path: Path) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        their_spool = Path(holder.stdout.readline().strip())
+        in_flight = their_spool / "in-flight.part"
+        assert in_flight.exists()
+        other = FileSystemStorage(tmp_path)  # e.g. `radsight check` while `serve` receives
+        assert other.clean_spool() == 0
+        assert in_flight.read_bytes() == b"half an instance", "a running process's spool file was removed"
+        holder.kill()  # SIGKILL: the kernel drops its lock
+        holder.wait(10)
+        deadline = time.monotonic() + 5
+        while other.clean_spool() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not their_spool.exists() and not other.spool_leftovers()
+        other.close()
+        assert not any((tmp_path / "tmp").iterdir())
+    finally:
+        holder.kill()
