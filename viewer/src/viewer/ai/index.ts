@@ -66,7 +66,6 @@ function watchFrames(): void {
 const segs = new Map<string, Promise<AiSegmentation | undefined>>();
 const heatmaps = new Map<string, Promise<Heatmap | undefined>>();
 let findings: Finding[] = [];
-let panel: HTMLElement;
 let findingsList: HTMLElement;
 let overlaysList: HTMLElement;
 
@@ -83,7 +82,7 @@ export function isAiSeries(s: SeriesInfo): boolean {
 export function initAi(h: AiHost): void {
   host = h;
   (window as unknown as { __radsight: { ai?: AiState } }).__radsight.ai = aiState;
-  panel = document.createElement('aside');
+  const panel = document.createElement('aside');
   panel.id = 'ai-panel';
   panel.className = 'ai-panel';
   panel.setAttribute('aria-label', 'AI findings');
@@ -314,11 +313,9 @@ function redraw(slot: AiSlot): void {
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   const imageId = slot.orientation ? undefined : (vp as StackViewport).getCurrentImageId?.();
   let n = 0;
-  const forFrame = frameOfRef(slot.series?.instances[0]);
   for (const hm of loadedHeatmaps) if (drawHeatmap(ctx, hm, vp, imageId)) n++;
   if (imageId && slot.series) n += drawFindingMarks(ctx, vp, imageId, slot.series);
   aiState.drawn[slot.id] = n;
-  void forFrame;
 }
 
 function drawFindingMarks(ctx: CanvasRenderingContext2D, vp: Types.IViewport, imageId: string, series: LoadedSeries): number {
@@ -461,5 +458,4 @@ function renderOverlayControls(): void {
     p.textContent = 'No AI overlay for the series shown.';
     overlaysList.append(p);
   }
-  void panel;
 }
