@@ -364,3 +364,35 @@ def test_pool_retries_a_failing_job_then_fails_it_with_the_reason(
         if pool is not None:
             pool.stop()
         archive.close()
+
+
+def test_concurrent_enqueues_of_one_series_make_one_job(archive: Archive, model: AIModel) -> None:
+    """The stability thread and REST calls racing on one series + model: one job, returned to all."""
+    n = 6
+    barrier = threading.Barrier(n)
+    got: list[int] = []
+    errors: list[BaseException] = []
+
+    def producer() -> None:
+        try:
+            with archive.db.session() as s:
+                barrier.wait()
+                job = jobs.enqueue(
+                    s, study_instance_uid="1.2.826.0.9", series_instance_uid="1.2.826.0.9.1", model=model,
+                    trigger="manual",
+                )
+                s.commit()
+                got.append(job.id)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=producer) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert len(got) == n and len(set(got)) == 1
+    with archive.db.session() as s:
+        count = select(func.count()).select_from(AIJob).where(AIJob.series_instance_uid == "1.2.826.0.9.1")
+        assert s.scalar(count) == 1

@@ -29,13 +29,14 @@ transaction); ``claim`` and ``heartbeat`` commit themselves (a claim must be vis
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from radsight.index.models import AIJob, AIModel, Series
@@ -107,6 +108,18 @@ def enqueue(
         AIJob.model_name == model.name,
         AIJob.model_version == model.version,
     )
+    # Serialise enqueues of one series + model until the caller commits: two producers (the
+    # stability thread, a REST call, another process) never both find "no job" and insert two.
+    if session.get_bind().dialect.name == "sqlite":
+        # A write statement (matching nothing) takes SQLite's one write lock before we read.
+        session.execute(update(AIJob).where(AIJob.id == -1).values(state=AIJob.state))
+    else:
+        key = int.from_bytes(
+            hashlib.sha256(f"{series_instance_uid or study_instance_uid}|{model.name}".encode()).digest()[:8],
+            "big",
+            signed=True,
+        )
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
     series_updated: datetime | None = None
     if series_instance_uid is not None:
         series_updated = aware(
