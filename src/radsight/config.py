@@ -60,10 +60,6 @@ class Settings(BaseSettings):
         default=True, description="Decode with DCMTK's dcmdjpeg where the Python decoders fail"
     )
     token_ttl_hours: int = 12
-    ai_rules: list[dict[str, Any]] = Field(
-        default_factory=list,
-        description="AI routing rules (TOML [[ai_rules]] tables or JSON); see radsight.ai.routing.RoutingRule",
-    )
     cors_origins: list[str] = Field(
         default_factory=list,
         description="Browser origins allowed to call the API and DICOMweb from another site "
