@@ -39,7 +39,6 @@ $(VENV)/.installed: pyproject.toml
 
 lint: setup
 	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench || true
 
 typecheck: setup
 	$(BIN)/mypy
