@@ -4,6 +4,7 @@ and a real ``radsight serve`` (HTTP + DICOM listener) on free ports."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import threading
 import time
@@ -22,6 +23,19 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RADSIGHT_SHARED_DATA", REPO.parent / "shared" / "data"))
 PG_ADMIN_URL = os.environ.get("RADSIGHT_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 BACKENDS = [b for b in os.environ.get("RADSIGHT_TEST_BACKENDS", "sqlite,postgres").split(",") if b]
+
+# Debian's Chromium for the browser tests, with the flags this closed network needs.
+CHROMIUM = os.environ.get("RADSIGHT_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 ADMIN_USER = "admin"
 ADMIN_PASSWORD = "admin-secret-1"

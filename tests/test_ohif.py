@@ -26,21 +26,10 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
-from conftest import ADMIN_PASSWORD, ADMIN_USER, RunningServer, free_port, start_server
+from conftest import ADMIN_PASSWORD, ADMIN_USER, CHROMIUM, CHROMIUM_ARGS, RunningServer, free_port, start_server
 from radsight.ingest.importer import import_paths
 
 OHIF_VERSION = "3.13.2"
-CHROMIUM = os.environ.get("RADSIGHT_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TIMEOUT_MS = 60_000
 # Mean/SD of the first Cornerstone canvas in the page, read in the page (null when none).
 CANVAS_STATS = """() => {
