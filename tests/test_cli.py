@@ -170,6 +170,9 @@ def test_check_exit_codes(home: Path, shared_data: Path) -> None:
     orphan = storage / "ab" / "cd" / ("f" * 32 + ".dcm")
     orphan.write_bytes(data)
     code, out = _run("check", "--home", str(home), "--repair")
+    assert code == 1 and "ORPHAN FILE (recent, kept" in out and orphan.exists()
+    os.utime(orphan, (time.time() - 7200, time.time() - 7200))
+    code, out = _run("check", "--home", str(home), "--repair")
     assert code == 1 and "ORPHAN FILE (removed)" in out and not orphan.exists()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pydicom
@@ -109,6 +111,10 @@ def test_check_reports_missing_and_orphan(archive: Archive, tmp_path: Path) -> N
     assert [k for _, k in report.missing_files] == [key]
     assert len(report.orphan_files) == 1
     check_archive(archive, repair=True)
+    assert orphan.exists(), "a fresh orphan may be an instance a running server is about to commit"
+    old = time.time() - 2 * 3600
+    os.utime(orphan, (old, old))
+    assert check_archive(archive, repair=True).removed_orphans == [str(orphan.relative_to(archive.storage.root))]
     assert not orphan.exists()
 
 

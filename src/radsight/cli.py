@@ -114,7 +114,8 @@ def check(
     for uid, key, want, got in report.size_mismatches:
         print(f"SIZE MISMATCH: instance {uid} -> {key}: index {want} bytes, file {got} bytes")
     for key in report.orphan_files:
-        print(f"ORPHAN FILE{' (removed)' if repair else ''}: {key}")
+        note = " (removed)" if key in report.removed_orphans else " (recent, kept: may be in flight)" if repair else ""
+        print(f"ORPHAN FILE{note}: {key}")
     if report.ok:
         print("OK: storage and index agree")
     else:
