@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     ai_recover_hours: float = Field(
         default=24.0, ge=0, description="At start-up, series updated this recently are checked for missed jobs"
     )
+    ai_builtin_models: bool = Field(
+        default=True,
+        description="At `serve` start-up, install the models that ship with RadSight (radsight/models/) "
+        "unless an admin removed them or installed another version",
+    )
 
     @classmethod
     def settings_customise_sources(
