@@ -79,6 +79,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def make_settings(home: Path, db_url: str, **kw: object) -> Settings:
+    kw.setdefault("ai_builtin_models", False)  # tests install the models they need; see test_ai_builtin.py
     return Settings(home=home, database_url=db_url, **kw)  # type: ignore[arg-type]
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from radsight.ai import jobs
+from radsight.ai import jobs, registry
 from radsight.ai.stability import StabilityMonitor
 from radsight.ai.worker import ProcessWorkerPool, WorkerPool, wake_all
 from radsight.index.models import AIJob, AIModel, Series, Study
@@ -44,6 +44,8 @@ class AIEngine:
         self._subscribed = False
 
     def start(self) -> None:
+        if self.archive.settings.ai_builtin_models:
+            registry.install_builtin(self.archive)
         if not self._subscribed:
             self.archive.ingest.subscribe(self.stability.on_stored)
             self._subscribed = True

@@ -8,6 +8,7 @@ or replacing a model never rewrites what it produced.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -224,3 +225,73 @@ def get_package(archive: Archive, name: str) -> ModelPackage:
     with _cache_lock:
         _cache[key] = pkg
     return pkg
+
+
+# --- models that ship with RadSight ----------------------------------------------------
+
+BUILTIN_RECORD = "builtin.json"
+
+
+def builtin_dir() -> Path:
+    """The packages shipped inside the radsight distribution (``radsight/models/<name>/``)."""
+    return Path(__file__).resolve().parent.parent / "models"
+
+
+def builtin_packages(source: Path | None = None) -> list[Path]:
+    root = builtin_dir() if source is None else source
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if (p / "radsight-model.json").is_file())
+
+
+def _read_record(path: Path) -> dict[str, dict[str, str]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): dict(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def install_builtin(archive: Archive, source: Path | None = None) -> list[str]:
+    """Install (or upgrade) the shipped models; returns the names installed or upgraded.
+
+    An admin's choice wins: a shipped model the admin removed stays removed, and a model of
+    the same name that the admin installed (other weights) is left alone. ``builtin.json``
+    in the models folder records which shipped version was installed, so an upgrade of
+    RadSight replaces only shipped models nobody changed since.
+    """
+    record_path = models_dir(archive) / BUILTIN_RECORD
+    record = _read_record(record_path)
+    changed: list[str] = []
+    for folder in builtin_packages(source):
+        try:
+            pkg = load_package(folder)
+        except ModelPackageError as exc:  # a broken shipped package must not stop the server
+            log.error("shipped model %s cannot be used: %s", folder.name, exc)
+            continue
+        meta = pkg.metadata
+        with archive.db.session() as s:
+            row = s.scalars(select(AIModel).where(AIModel.name == meta.name)).one_or_none()
+            installed = None if row is None else (row.version, row.sha256)
+        seen = record.get(meta.name)
+        if seen is None:
+            if installed is not None:
+                continue  # the admin's own model of that name
+        elif installed is None or installed != (seen.get("version"), seen.get("sha256")):
+            continue  # removed or replaced by an admin
+        elif installed == (meta.version, meta.sha256):
+            continue  # up to date
+        try:
+            _install_loaded(archive, pkg, replace=True)
+        except (ModelPackageError, ValueError, OSError) as exc:
+            log.error("shipped model %s could not be installed: %s", meta.name, exc)
+            continue
+        record[meta.name] = {"version": meta.version, "sha256": meta.sha256}
+        changed.append(meta.name)
+    if changed:
+        record_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, record_path)
+        log.info("installed shipped models: %s", ", ".join(changed))
+    return changed
