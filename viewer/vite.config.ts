@@ -1,5 +1,6 @@
-// Builds the worklist (index.html) and the viewer (viewer.html) into the Python package,
-// so that `radsight serve` (and a pip-installed wheel) serves them without Node.
+// Builds the worklist (index.html), the viewer (viewer.html) and the turnaround dashboard
+// (dashboard.html) into the Python package, so that `radsight serve` (and a pip-installed
+// wheel) serves them without Node.
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vite';
@@ -23,6 +24,7 @@ export default defineConfig({
       input: {
         worklist: resolve(here, 'index.html'),
         viewer: resolve(here, 'viewer.html'),
+        dashboard: resolve(here, 'dashboard.html'),
       },
     },
   },

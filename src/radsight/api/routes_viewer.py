@@ -1,10 +1,10 @@
 """The web viewer and worklist: built front-end assets served at ``/``.
 
 ``viewer/`` (TypeScript, Vite) is built by ``make setup`` into ``api/static/viewer`` inside the
-package, so a wheel carries it and needs no Node. Pages: ``/`` (worklist) and
-``/viewer?StudyInstanceUIDs=<uid>`` (the URL form OHIF uses). Like every route, they need a
-logged-in user: an unauthenticated visit to a page goes through ``/login`` and comes back to
-the same URL; assets answer 401.
+package, so a wheel carries it and needs no Node. Pages: ``/`` (worklist),
+``/viewer?StudyInstanceUIDs=<uid>`` (the URL form OHIF uses) and ``/dashboard`` (turnaround).
+Like every route, they need a logged-in user: an unauthenticated visit to a page goes through
+``/login`` and comes back to the same URL; assets answer 401.
 """
 
 from __future__ import annotations
@@ -59,6 +59,12 @@ def worklist(request: Request) -> Response:
 def viewer(request: Request) -> Response:
     """The viewer for ``?StudyInstanceUIDs=<uid>[,<uid>...]``."""
     return _page(request, "viewer.html")
+
+
+@router.get("/dashboard")
+def dashboard(request: Request) -> Response:
+    """Turnaround dashboard: arrival-to-sign time by priority (``GET /api/turnaround``)."""
+    return _page(request, "dashboard.html")
 
 
 @router.get("/assets/{name}")

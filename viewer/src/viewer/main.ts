@@ -59,6 +59,8 @@ interface ViewerState {
   marks: Record<string, number>;
   viewports: () => unknown[];
   annotations: () => number;
+  /** The reading workflow (claim / sign-off), when one study is open. */
+  reading?: import('./reading').ReadingState;
 }
 
 // Created in start(), after Cornerstone's init.
@@ -755,6 +757,21 @@ async function start(): Promise<void> {
     });
     return m;
   });
+  if (studyUIDs.length === 1) {
+    // The reading workflow (claim, heartbeat, release, sign-off, priority, alerts) is per study.
+    state.reading = { claim: 'none', holder: null, heartbeats: 0, signed: false, lastError: '' };
+    const readingState = state.reading;
+    void import('./reading').then((m) =>
+      m.initReading(
+        {
+          studyUID: studyUIDs[0],
+          findings: async () => (await aiModule!).currentFindings(),
+          toast,
+        },
+        readingState,
+      ),
+    );
+  }
   await applyLayout(layout);
   new ResizeObserver(() => engine.resize(true, true)).observe(grid);
 }

@@ -59,7 +59,7 @@ export function fmtValue(v: number): string {
 
 export function renderFinding(
   f: Finding,
-  actions: { jump: (f: Finding) => void; decide: (f: Finding, s: Finding['status']) => Promise<void> },
+  actions: { jump: (f: Finding) => void; decide: (f: Finding, s: Finding['status']) => Promise<void>; modelCard?: (f: Finding) => void },
 ): HTMLElement {
   const item = el('div', `finding status-${f.status}`);
   item.dataset.findingId = String(f.id);
@@ -70,7 +70,15 @@ export function renderFinding(
     title.append(el('span', 'finding-prob', `${(f.probability * 100).toFixed(0)}%`));
   }
   if (f.positive) title.append(el('span', 'finding-positive', 'positive'));
-  item.append(title, el('div', 'finding-model', `${f.model} v${f.model_version}`));
+  const model = el('div', 'finding-model', `${f.model} v${f.model_version} `);
+  if (actions.modelCard) {
+    const card = el('button', 'model-card-link', 'model card');
+    card.type = 'button';
+    card.title = `What ${f.model} is for, how it was trained and validated, its limits`;
+    card.addEventListener('click', () => actions.modelCard?.(f));
+    model.append(card);
+  }
+  item.append(title, model);
   if (f.measurements?.length) {
     const ul = el('ul', 'finding-measurements');
     for (const m of f.measurements) ul.append(el('li', '', `${m.name}: ${fmtValue(m.value)} ${m.unit}`));

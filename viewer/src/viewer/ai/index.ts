@@ -3,6 +3,8 @@
 // main.ts calls initAi() once and onViewportShown() after a stack or MPR viewport got images.
 import { Enums, type RenderingEngine, type StackViewport, type Types, utilities } from '@cornerstonejs/core';
 import { type DicomJsonDataset, type DicomWebClient, Tag, str } from '../../dicomweb';
+import { fetchModel } from '../../worklistApi';
+import { closablePanel } from '../panel';
 import type { LoadedSeries, SeriesInfo } from '../series';
 import { AI_NOTICE, type Finding, decide, fetchFindings, fmtValue, renderFinding } from './findingsPanel';
 import { type Heatmap, drawHeatmap, parseParametricMap } from './heatmap';
@@ -66,6 +68,7 @@ function watchFrames(): void {
 const segs = new Map<string, Promise<AiSegmentation | undefined>>();
 const heatmaps = new Map<string, Promise<Heatmap | undefined>>();
 let findings: Finding[] = [];
+let findingsLoaded: Promise<void> = Promise.resolve();
 let findingsList: HTMLElement;
 let overlaysList: HTMLElement;
 
@@ -73,6 +76,12 @@ function error(what: string, err: unknown): void {
   const msg = `${what}: ${err instanceof Error ? err.message : String(err)}`;
   host.errors.push(msg);
   console.warn(msg, err);
+}
+
+/** The findings as the panel shows them (with the reader's accept / reject), for sign-off. */
+export async function currentFindings(): Promise<Finding[]> {
+  await findingsLoaded;
+  return findings;
 }
 
 export function isAiSeries(s: SeriesInfo): boolean {
@@ -99,7 +108,7 @@ export function initAi(h: AiHost): void {
   overlaysList.className = 'overlays';
   panel.append(h2, notice, findingsList, h3, overlaysList);
   document.querySelector('.workspace')?.append(panel);
-  void loadFindings();
+  findingsLoaded = loadFindings();
 }
 
 async function loadFindings(): Promise<void> {
@@ -135,6 +144,7 @@ function renderFindings(): void {
     ...findings.map((f) =>
       renderFinding(f, {
         jump: (x) => void jumpTo(x),
+        modelCard: (x) => void showModelCard(x.model),
         decide: async (x, status) => {
           try {
             const updated = await decide(x.id, status);
@@ -148,6 +158,24 @@ function renderFindings(): void {
       }),
     ),
   );
+}
+
+/** The model's card (GET /api/models/{name}: `model_card`, Markdown) in a dialog, as text. */
+async function showModelCard(name: string): Promise<void> {
+  const pre = document.createElement('pre');
+  pre.className = 'model-card';
+  pre.textContent = 'Loading…';
+  closablePanel('model-card', `Model card: ${name}`, pre);
+  try {
+    const m = await fetchModel(name);
+    pre.textContent =
+      m.model_card ??
+      [`${m.name} v${m.version} (${m.task})`, m.metadata?.description, m.metadata?.intended_use && `Intended use: ${m.metadata.intended_use}`, '(This package has no model card.)']
+        .filter(Boolean)
+        .join('\n\n');
+  } catch (err) {
+    pre.textContent = `The model card could not be loaded: ${err instanceof Error ? err.message : String(err)}`;
+  }
 }
 
 async function jumpTo(f: Finding): Promise<void> {
