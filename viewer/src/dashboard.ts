@@ -10,9 +10,9 @@ import { type Priority, PRIORITY_LABEL, api, me } from './worklistApi';
 const PRIORITIES: Priority[] = ['critical', 'urgent', 'routine'];
 const COLOURS: Record<Priority, string> = { critical: '#e5484d', urgent: '#f5a524', routine: '#4aa3ff' };
 const METRICS = [
-  { key: 'arrival_to_open', label: 'Arrival to open', from: 'arrived_at', to: 'opened_at' },
-  { key: 'arrival_to_ai', label: 'Arrival to AI result', from: 'arrived_at', to: 'ai_at' },
-  { key: 'arrival_to_sign', label: 'Arrival to sign-off', from: 'arrived_at', to: 'signed_at' },
+  { key: 'arrival_to_open', label: 'Arrival to open', to: ['opened_at', 'first_opened_at'] },
+  { key: 'arrival_to_ai', label: 'Arrival to AI result', to: ['ai_at', 'ai_result_at'] },
+  { key: 'arrival_to_sign', label: 'Arrival to sign-off', to: ['signed_at'] },
 ] as const;
 type MetricKey = (typeof METRICS)[number]['key'];
 
@@ -41,8 +41,8 @@ function minutes(row: Row, m: (typeof METRICS)[number]): number | null {
   }
   const nested = row.minutes as Record<string, unknown> | undefined;
   if (nested && num(nested[m.key]) !== null) return num(nested[m.key]);
-  const a = Date.parse(String(row[m.from] ?? ''));
-  const b = Date.parse(String(row[m.to] ?? ''));
+  const a = Date.parse(String(row.arrived_at ?? ''));
+  const b = Date.parse(String(m.to.map((k) => row[k]).find(Boolean) ?? ''));
   return Number.isFinite(a) && Number.isFinite(b) ? (b - a) / 60000 : null;
 }
 

@@ -38,6 +38,13 @@ export interface ReadingState {
 
 const HEARTBEAT_MS = 20_000;
 
+/** The server's ISO times in a message, as local times ("claimed by X since 10:42"). */
+function readable(detail: string): string {
+  return detail.replace(/\d{4}-\d\d-\d\dT[\d:.]+(?:Z|[+-]\d\d:?\d\d)?/g, (t) => fmtTime(t));
+}
+
+const capitalise = (t: string) => t.charAt(0).toUpperCase() + t.slice(1);
+
 function make<K extends keyof HTMLElementTagNameMap>(
   tag: K,
   props: Partial<HTMLElementTagNameMap[K]>,
@@ -87,7 +94,7 @@ export function initReading(host: ReadingHost, state: ReadingState): void {
     if (item && 'order_priority' in item) prio.value = item.order_priority ?? '';
     if (s === 'mine') chip.textContent = 'In progress — you';
     else if (s === 'locked') chip.textContent = `🔒 Read-only: ${detail || `claimed by ${item?.claimed_by ?? 'another reader'}`}`;
-    else if (s === 'read') chip.textContent = `Read by ${item?.signed_by ?? '?'}${item?.signed_at ? ` at ${fmtTime(item.signed_at)}` : ''}`;
+    else if (s === 'read') chip.textContent = item ? `Read by ${item.signed_by ?? '?'}${item.signed_at ? ` at ${fmtTime(item.signed_at)}` : ''}` : capitalise(detail);
     else if (s === 'error') chip.textContent = detail;
     else chip.textContent = '';
     chip.title = chip.textContent ?? '';
@@ -115,7 +122,7 @@ export function initReading(host: ReadingHost, state: ReadingState): void {
             if (err instanceof ApiError && err.status === 409) {
               // The claim lapsed and someone else took the study.
               stopHeartbeat();
-              show('locked', null, err.detail);
+              show('locked', null, readable(err.detail));
             }
           });
       }, HEARTBEAT_MS);
@@ -126,7 +133,8 @@ export function initReading(host: ReadingHost, state: ReadingState): void {
         return;
       }
       bar.hidden = false;
-      if (err instanceof ApiError && err.status === 409) show('locked', null, err.detail);
+      // 409: "claimed by X since T" (locked) or "read by X at T" (signed off already).
+      if (err instanceof ApiError && err.status === 409) show(/^read by/i.test(err.detail) ? 'read' : 'locked', null, readable(err.detail));
       else show('error', null, `Claim failed: ${(err as Error).message}`);
       state.lastError = (err as Error).message;
     }
