@@ -3,7 +3,7 @@
 // Filled from GET /api/alerts?unacknowledged=true, then kept current by the live events
 // `alert` (a new one) and `alert-acknowledged` (gone everywhere, whoever acknowledged it).
 import type { LiveEvent } from './live';
-import { type Alert, ApiError, type WorklistItem, acknowledge, fmtTime, unacknowledgedAlerts } from './worklistApi';
+import { type Alert, ApiError, type WorklistItem, acknowledge, fmtTime, unacknowledgedAlerts, worklistItem } from './worklistApi';
 
 export interface AlertBanner {
   /** Feed a live event; returns true when it was an alert event. */
@@ -32,6 +32,20 @@ export function createAlertBanner(
   opts: { describe?: (uid: string) => Partial<WorklistItem> | undefined; onAcknowledged?: (a: Alert) => void } = {},
 ): AlertBanner {
   const alerts = new Map<string, Alert>();
+  // Alerts listed by GET /api/alerts carry no patient data: the study's item, asked once.
+  const items = new Map<string, Partial<WorklistItem> | null>();
+  const describe = (uid: string): Partial<WorklistItem> | undefined => {
+    const known = opts.describe?.(uid) ?? items.get(uid) ?? undefined;
+    if (known || items.has(uid)) return known;
+    items.set(uid, null);
+    void worklistItem(uid)
+      .then((item) => {
+        items.set(uid, item);
+        render();
+      })
+      .catch(() => undefined);
+    return undefined;
+  };
   host.classList.add('alert-banner');
   host.setAttribute('role', 'alert');
   host.setAttribute('aria-live', 'assertive');
@@ -41,7 +55,7 @@ export function createAlertBanner(
     host.hidden = list.length === 0;
     host.replaceChildren(
       ...list.map((a) => {
-        const known = a.StudyInstanceUID ? opts.describe?.(a.StudyInstanceUID) : undefined;
+        const known = a.StudyInstanceUID && !a.PatientName ? describe(a.StudyInstanceUID) : undefined;
         const row = document.createElement('div');
         row.className = `alert alert-${a.level}`;
         row.dataset.alertId = String(a.id);

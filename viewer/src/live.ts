@@ -2,8 +2,13 @@
 // cookie auth). The browser reconnects by itself after a dropped connection and sends the last
 // event id (Last-Event-ID), so the server replays what was missed. When the browser gives up
 // (an HTTP error answer closes an EventSource for good) a new one is opened after a back-off,
-// with the last id as `?last_event_id=` (a new EventSource cannot set the header), and the page
+// with the last id as `?since=` (a new EventSource cannot set the header), and the page
 // is told to re-read its state (`onResync`), so nothing missed stays missing.
+//
+// A browser allows about 6 HTTP/1.1 connections per server, and each EventSource holds one for
+// good: a reader with a worklist, a dashboard and a few viewer tabs would stall every other
+// request. So all tabs share one EventSource in a SharedWorker (liveWorker.ts) that fans the
+// events out; where SharedWorker does not exist (Android Chrome), each page opens its own.
 
 export const EVENT_TYPES = ['study-added', 'study-updated', 'ai-result', 'status-changed', 'alert', 'alert-acknowledged'] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
@@ -29,7 +34,46 @@ export interface LiveOptions {
   onState?: (s: LiveState) => void;
 }
 
-export function connectLive(opts: LiveOptions): { close: () => void; state: LiveState } {
+export interface LiveConnection {
+  close: () => void;
+  state: LiveState;
+}
+
+/** Messages from the shared worker to a page. */
+export type WorkerMessage = { kind: 'event'; event: LiveEvent } | { kind: 'state'; state: LiveState } | { kind: 'resync' };
+
+export function connectLive(opts: LiveOptions): LiveConnection {
+  if (typeof SharedWorker === 'undefined' || opts.url) return openEventSource(opts);
+  let worker: SharedWorker;
+  try {
+    worker = new SharedWorker(new URL('./liveWorker.ts', import.meta.url), { type: 'module', name: 'radsight-live' });
+  } catch {
+    return openEventSource(opts);
+  }
+  const state: LiveState = { connected: false, events: 0, reconnects: 0, lastEventId: '' };
+  worker.port.onmessage = (m: MessageEvent<WorkerMessage>) => {
+    const msg = m.data;
+    if (msg.kind === 'event') {
+      state.events += 1;
+      state.lastEventId = msg.event.id || state.lastEventId;
+      opts.onEvent(msg.event);
+    } else if (msg.kind === 'state') {
+      Object.assign(state, { ...msg.state, events: state.events });
+      opts.onState?.(state);
+    } else opts.onResync?.();
+  };
+  worker.port.start();
+  return {
+    state,
+    close: () => {
+      worker.port.postMessage('bye');
+      worker.port.close();
+    },
+  };
+}
+
+/** One EventSource of this page's own (also what the shared worker runs). */
+export function openEventSource(opts: LiveOptions): LiveConnection {
   const url = opts.url ?? '/api/worklist/events';
   const state: LiveState = { connected: false, events: 0, reconnects: 0, lastEventId: '' };
   let es: EventSource | undefined;
@@ -55,7 +99,7 @@ export function connectLive(opts: LiveOptions): { close: () => void; state: Live
   const open = () => {
     if (closed) return;
     const sep = url.includes('?') ? '&' : '?';
-    es = new EventSource(state.lastEventId ? `${url}${sep}last_event_id=${encodeURIComponent(state.lastEventId)}` : url, {
+    es = new EventSource(state.lastEventId ? `${url}${sep}since=${encodeURIComponent(state.lastEventId)}` : url, {
       withCredentials: true,
     });
     for (const t of EVENT_TYPES) es.addEventListener(t, handle(t) as EventListener);
@@ -75,8 +119,8 @@ export function connectLive(opts: LiveOptions): { close: () => void; state: Live
         // The browser gave up (HTTP error, wrong type): open a new one later.
         es.close();
         state.reconnects += 1;
-        window.clearTimeout(timer);
-        timer = window.setTimeout(open, backoff);
+        clearTimeout(timer);
+        timer = setTimeout(open, backoff) as unknown as number;
         backoff = Math.min(backoff * 2, 30_000);
       } else {
         // CONNECTING: the browser retries itself, with Last-Event-ID.
@@ -89,7 +133,7 @@ export function connectLive(opts: LiveOptions): { close: () => void; state: Live
     state,
     close: () => {
       closed = true;
-      window.clearTimeout(timer);
+      clearTimeout(timer);
       es?.close();
     },
   };

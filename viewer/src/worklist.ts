@@ -560,7 +560,6 @@ function startLive(): void {
     },
   });
   hook.live = live.state;
-  window.addEventListener('pagehide', () => live.close());
 }
 
 void me().then((u) => {

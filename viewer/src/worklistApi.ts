@@ -111,6 +111,7 @@ export function fetchWorklist(q: WorklistQuery): Promise<WorklistPage> {
   return api<WorklistPage>('GET', `/api/worklist?${p}`);
 }
 
+export const worklistItem = (uid: string) => api<WorklistItem>('GET', study(uid));
 export const claim = (uid: string) => api<WorklistItem>('POST', `${study(uid)}/claim`);
 export const heartbeat = (uid: string) => api<unknown>('POST', `${study(uid)}/heartbeat`);
 export const release = (uid: string) => api<unknown>('POST', `${study(uid)}/release`);
