@@ -16,6 +16,7 @@ from radsight import __version__
 from radsight.ai import cli_ai, cli_model
 from radsight.cli_common import HomeOpt, console, open_archive
 from radsight.config import DuplicatePolicy
+from radsight.train import cli as cli_train
 
 app = typer.Typer(help="RadSight: DICOM archive, DICOMweb and DIMSE, AI triage and viewer.",
                   no_args_is_help=True, add_completion=False)
@@ -25,6 +26,8 @@ app.add_typer(user_app, name="user")
 app.add_typer(ae_app, name="ae")
 app.add_typer(cli_model.app, name="model")
 app.add_typer(cli_ai.app, name="ai")
+app.add_typer(cli_train.app, name="train")
+app.command("evaluate")(cli_train.evaluate)
 _open = open_archive
 
 
