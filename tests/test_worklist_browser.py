@@ -101,6 +101,12 @@ def worklist_item(server: RunningServer, study: str) -> dict[str, Any] | None:
     return next((i for i in r.json()["items"] if i["StudyInstanceUID"] == study), None)
 
 
+def ai_done(server: RunningServer, study: str) -> bool:
+    with server.client() as c:
+        jobs = c.get(f"/api/studies/{study}/jobs").json()
+    return bool(jobs) and all(j["state"] == "done" for j in jobs)
+
+
 def findings_of(server: RunningServer, study: str) -> list[dict[str, Any]]:
     with server.client() as c:
         r = c.get(f"/api/studies/{study}/findings")
@@ -130,7 +136,7 @@ def wl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServe
         for n in (1, 2):
             study, data = make_dx(bright=False, patient=f"Routine^R{n}", accession=f"R{n}")
             stow(running, data)
-            wait_for(lambda s=study: (i := worklist_item(running, s)) and i["ai"], 60, f"routine study {n}'s AI result")
+            wait_for(lambda s=study: ai_done(running, s), 60, f"routine study {n}'s AI job")
         yield running
     finally:
         stop()  # type: ignore[operator]
