@@ -24,7 +24,7 @@ from typing import Any, cast
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.multival import MultiValue
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import Connection, Table, bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from radsight.config import DuplicatePolicy, Settings
@@ -110,8 +110,7 @@ class IngestService:
         self.storage = storage
         self.settings = settings
         self._listeners: list[Listener] = []
-        # SQLite has one writer at a time; serialising here avoids lock retries.
-        self._write_lock = threading.Lock() if db.engine.dialect.name == "sqlite" else None
+        self._commits = _GroupCommit(self._commit_batch)
 
     # -- notifications ---------------------------------------------------------
     def subscribe(self, listener: Listener) -> None:
@@ -261,14 +260,38 @@ class IngestService:
         return base
 
     def _index(self, p: ParsedInstance, key: str, *, source: str, calling_ae: str, overwrite: bool) -> object:
-        """Commit the index rows; returns the replaced storage key, _DUPLICATE, or None."""
-        if self._write_lock is not None:
-            with self._write_lock:
-                return self._index_locked(p, key, source=source, calling_ae=calling_ae, overwrite=overwrite)
-        return self._index_locked(p, key, source=source, calling_ae=calling_ae, overwrite=overwrite)
+        """Commit the index rows; returns the replaced storage key, _DUPLICATE, or None.
 
-    def _index_locked(
-        self, p: ParsedInstance, key: str, *, source: str, calling_ae: str, overwrite: bool
+        Instances that arrive together (concurrent STOW-RS requests, C-STORE associations,
+        import threads) share one transaction: one commit, one fsync of the database log.
+        Each caller returns only after the commit that holds its rows.
+        """
+        return self._commits.submit(_Pending(p, key, source, calling_ae, overwrite))
+
+    def _commit_batch(self, batch: list[_Pending]) -> None:
+        """Index ``batch`` in one transaction; on any failure, each instance in its own (no one
+        instance's problem may fail the others)."""
+        if len(batch) > 1:
+            try:
+                with self.db.engine.begin() as c:
+                    results = [self._index_rows(c, b.parsed, b.key, source=b.source, calling_ae=b.calling_ae,
+                                                overwrite=b.overwrite) for b in batch]
+            except Exception:
+                log.debug("group commit of %d instances failed; committing them one by one", len(batch))
+            else:
+                for b, r in zip(batch, results, strict=True):
+                    b.result = r
+                return
+        for b in batch:
+            try:
+                with self.db.engine.begin() as c:
+                    b.result = self._index_rows(c, b.parsed, b.key, source=b.source, calling_ae=b.calling_ae,
+                                                overwrite=b.overwrite)
+            except BaseException as exc:
+                b.error = exc
+
+    def _index_rows(
+        self, c: Connection, p: ParsedInstance, key: str, *, source: str, calling_ae: str, overwrite: bool
     ) -> object:
         # SQLAlchemy Core with statements built once (see _Statements), not the ORM: this runs
         # once per received instance, and building the ORM's and Core's expression objects cost
@@ -277,109 +300,108 @@ class IngestService:
         q = _STATEMENTS
         ds = p.dataset
         now = datetime.now(UTC)
-        with self.db.engine.begin() as c:
-            existing = c.execute(q.sel_instance, {"uid": p.sop_instance_uid}).first()
-            if existing is not None and not overwrite:
-                return _DUPLICATE
-            patient_id = _text(ds, "PatientID", 64)
-            issuer = _text(ds, "IssuerOfPatientID", 64)
-            name = _text(ds, "PatientName", 324)
-            birth = _text(ds, "PatientBirthDate", 8)
-            sex = _text(ds, "PatientSex", 16)
-            modality = _text(ds, "Modality", 16)
+        existing = c.execute(q.sel_instance, {"uid": p.sop_instance_uid}).first()
+        if existing is not None and not overwrite:
+            return _DUPLICATE
+        patient_id = _text(ds, "PatientID", 64)
+        issuer = _text(ds, "IssuerOfPatientID", 64)
+        name = _text(ds, "PatientName", 324)
+        birth = _text(ds, "PatientBirthDate", 8)
+        sex = _text(ds, "PatientSex", 16)
+        modality = _text(ds, "Modality", 16)
 
-            study = c.execute(q.sel_study, {"uid": p.study_instance_uid}).first()
-            if study is None:
-                patient = c.execute(q.sel_patient, {"pid": patient_id, "issuer": issuer}).first()
-                if patient is None:
-                    patient_pk = c.execute(q.ins_patient, {
-                        "patient_id": patient_id, "issuer_of_patient_id": issuer, "patient_name": name,
-                        "patient_birth_date": birth, "patient_sex": sex,
-                    }).inserted_primary_key[0]  # type: ignore[index]
-                else:
-                    patient_pk = patient.id
-                    if (name and name != patient.patient_name) or (birth and birth != patient.patient_birth_date) or (
-                        sex and sex != patient.patient_sex
-                    ):
-                        c.execute(q.upd_patient, {
-                            "pk": patient_pk, "name": name or patient.patient_name,
-                            "birth": birth or patient.patient_birth_date, "sex": sex or patient.patient_sex,
-                        })
-                study_pk = c.execute(q.ins_study, {
-                    "patient_pk": patient_pk,
-                    "study_instance_uid": p.study_instance_uid,
-                    "study_date": _text(ds, "StudyDate", 8),
-                    "study_time": _text(ds, "StudyTime", 16),
-                    "accession_number": _text(ds, "AccessionNumber", 16),
-                    "study_id": _text(ds, "StudyID", 16),
-                    "study_description": _text(ds, "StudyDescription", 64),
-                    "referring_physician_name": _text(ds, "ReferringPhysicianName", 324),
-                    "patient_id": patient_id,
-                    "patient_name": name,
-                    "patient_birth_date": birth,
-                    "patient_sex": sex,
-                    "specific_character_set": _text(ds, "SpecificCharacterSet", 128),
-                    "modalities_in_study": "",
-                    "number_of_series": 0,
-                    "number_of_instances": 0,
-                    "created_at": now,
-                    "updated_at": now,
+        study = c.execute(q.sel_study, {"uid": p.study_instance_uid}).first()
+        if study is None:
+            patient = c.execute(q.sel_patient, {"pid": patient_id, "issuer": issuer}).first()
+            if patient is None:
+                patient_pk = c.execute(q.ins_patient, {
+                    "patient_id": patient_id, "issuer_of_patient_id": issuer, "patient_name": name,
+                    "patient_birth_date": birth, "patient_sex": sex,
                 }).inserted_primary_key[0]  # type: ignore[index]
-                study_modalities = ""
             else:
-                study_pk, study_modalities = study.id, study.modalities_in_study
-
-            series = c.execute(q.sel_series, {"uid": p.series_instance_uid}).first()
-            new_series = series is None
-            if series is None:
-                series_pk = c.execute(q.ins_series, {
-                    "study_pk": study_pk,
-                    "series_instance_uid": p.series_instance_uid,
-                    "modality": modality,
-                    "series_number": _int(ds, "SeriesNumber"),
-                    "series_description": _text(ds, "SeriesDescription", 64),
-                    "series_date": _text(ds, "SeriesDate", 8),
-                    "series_time": _text(ds, "SeriesTime", 16),
-                    "body_part_examined": _text(ds, "BodyPartExamined", 16),
-                    "performed_procedure_step_start_date": _text(ds, "PerformedProcedureStepStartDate", 8),
-                    "performed_procedure_step_start_time": _text(ds, "PerformedProcedureStepStartTime", 16),
-                    "number_of_instances": 0,
-                    "created_at": now,
-                    "updated_at": now,
-                }).inserted_primary_key[0]  # type: ignore[index]
-                modalities = [m for m in study_modalities.split("\\") if m]
-                if modality and modality not in modalities:
-                    modalities.append(modality)
-                study_modalities = "\\".join(sorted(modalities))[:128]
-            else:
-                series_pk = series.id
-
-            fields: dict[str, Any] = {
-                "sop_class_uid": p.sop_class_uid,
-                "instance_number": _int(ds, "InstanceNumber"),
-                "transfer_syntax_uid": p.transfer_syntax_uid,
-                "rows": _int(ds, "Rows"),
-                "columns": _int(ds, "Columns"),
-                "bits_allocated": _int(ds, "BitsAllocated"),
-                "number_of_frames": _int(ds, "NumberOfFrames"),
-                "storage_key": key,
-                "file_size": p.file_size,
-                "pixel_data_offset": p.pixel_data_offset,
-                "metadata_json": None,
-                "received_via": source,
-                "calling_ae_title": calling_ae[:16],
+                patient_pk = patient.id
+                if (name and name != patient.patient_name) or (birth and birth != patient.patient_birth_date) or (
+                    sex and sex != patient.patient_sex
+                ):
+                    c.execute(q.upd_patient, {
+                        "pk": patient_pk, "name": name or patient.patient_name,
+                        "birth": birth or patient.patient_birth_date, "sex": sex or patient.patient_sex,
+                    })
+            study_pk = c.execute(q.ins_study, {
+                "patient_pk": patient_pk,
+                "study_instance_uid": p.study_instance_uid,
+                "study_date": _text(ds, "StudyDate", 8),
+                "study_time": _text(ds, "StudyTime", 16),
+                "accession_number": _text(ds, "AccessionNumber", 16),
+                "study_id": _text(ds, "StudyID", 16),
+                "study_description": _text(ds, "StudyDescription", 64),
+                "referring_physician_name": _text(ds, "ReferringPhysicianName", 324),
+                "patient_id": patient_id,
+                "patient_name": name,
+                "patient_birth_date": birth,
+                "patient_sex": sex,
+                "specific_character_set": _text(ds, "SpecificCharacterSet", 128),
+                "modalities_in_study": "",
+                "number_of_series": 0,
+                "number_of_instances": 0,
                 "created_at": now,
-            }
-            if existing is not None:
-                c.execute(q.upd_instance, {"pk": existing.id, **{f"v_{k}": v for k, v in fields.items()}})
-                c.execute(q.touch_study, {"pk": study_pk, "now": now})
-                return existing.storage_key
-            c.execute(q.ins_instance, {"series_pk": series_pk, "sop_instance_uid": p.sop_instance_uid, **fields})
-            c.execute(q.count_series, {"pk": series_pk, "now": now})
-            if new_series:
-                c.execute(q.count_study_new_series, {"pk": study_pk, "now": now, "mods": study_modalities})
-            else:
-                c.execute(q.count_study, {"pk": study_pk, "now": now})
+                "updated_at": now,
+            }).inserted_primary_key[0]  # type: ignore[index]
+            study_modalities = ""
+        else:
+            study_pk, study_modalities = study.id, study.modalities_in_study
+
+        series = c.execute(q.sel_series, {"uid": p.series_instance_uid}).first()
+        new_series = series is None
+        if series is None:
+            series_pk = c.execute(q.ins_series, {
+                "study_pk": study_pk,
+                "series_instance_uid": p.series_instance_uid,
+                "modality": modality,
+                "series_number": _int(ds, "SeriesNumber"),
+                "series_description": _text(ds, "SeriesDescription", 64),
+                "series_date": _text(ds, "SeriesDate", 8),
+                "series_time": _text(ds, "SeriesTime", 16),
+                "body_part_examined": _text(ds, "BodyPartExamined", 16),
+                "performed_procedure_step_start_date": _text(ds, "PerformedProcedureStepStartDate", 8),
+                "performed_procedure_step_start_time": _text(ds, "PerformedProcedureStepStartTime", 16),
+                "number_of_instances": 0,
+                "created_at": now,
+                "updated_at": now,
+            }).inserted_primary_key[0]  # type: ignore[index]
+            modalities = [m for m in study_modalities.split("\\") if m]
+            if modality and modality not in modalities:
+                modalities.append(modality)
+            study_modalities = "\\".join(sorted(modalities))[:128]
+        else:
+            series_pk = series.id
+
+        fields: dict[str, Any] = {
+            "sop_class_uid": p.sop_class_uid,
+            "instance_number": _int(ds, "InstanceNumber"),
+            "transfer_syntax_uid": p.transfer_syntax_uid,
+            "rows": _int(ds, "Rows"),
+            "columns": _int(ds, "Columns"),
+            "bits_allocated": _int(ds, "BitsAllocated"),
+            "number_of_frames": _int(ds, "NumberOfFrames"),
+            "storage_key": key,
+            "file_size": p.file_size,
+            "pixel_data_offset": p.pixel_data_offset,
+            "metadata_json": None,
+            "received_via": source,
+            "calling_ae_title": calling_ae[:16],
+            "created_at": now,
+        }
+        if existing is not None:
+            c.execute(q.upd_instance, {"pk": existing.id, **{f"v_{k}": v for k, v in fields.items()}})
+            c.execute(q.touch_study, {"pk": study_pk, "now": now})
+            return existing.storage_key
+        c.execute(q.ins_instance, {"series_pk": series_pk, "sop_instance_uid": p.sop_instance_uid, **fields})
+        c.execute(q.count_series, {"pk": series_pk, "now": now})
+        if new_series:
+            c.execute(q.count_study_new_series, {"pk": study_pk, "now": now, "mods": study_modalities})
+        else:
+            c.execute(q.count_study, {"pk": study_pk, "now": now})
         return None
 
 
@@ -433,3 +455,74 @@ class _Statements:
 
 _STATEMENTS = _Statements()
 _DUPLICATE = object()
+
+
+@dataclass(slots=True)
+class _Pending:
+    parsed: ParsedInstance
+    key: str
+    source: str
+    calling_ae: str
+    overwrite: bool
+    result: object = None
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    lead: bool = False
+
+
+class _GroupCommit:
+    """Group commit without a thread of its own: the first caller to find no commit in
+    progress leads; it takes everything queued meanwhile (up to ``max_batch``) and commits it
+    as one batch. Then, if more arrived, it hands the lead to the oldest waiting caller and
+    returns; the others wake when the batch holding their instance is committed.
+
+    Written here because neither SQLAlchemy nor the database drivers batch commits from
+    several threads; PostgreSQL's ``commit_delay`` groups only the WAL flushes of separate
+    transactions and SQLite has nothing like it.
+    """
+
+    def __init__(self, commit: Callable[[list[_Pending]], None], max_batch: int = 64) -> None:
+        self._commit = commit
+        self._max = max_batch
+        self._lock = threading.Lock()
+        self._queue: list[_Pending] = []
+        self._leading = False
+
+    def submit(self, item: _Pending) -> object:
+        with self._lock:
+            self._queue.append(item)
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            item.done.wait()
+            if item.lead:  # handed the lead: our own instance is still queued
+                self._drain(item)
+        else:
+            self._drain(item)
+        if item.error is not None:
+            raise item.error
+        return item.result
+
+    def _drain(self, own: _Pending) -> None:
+        """Commit batches until ``own`` is committed, then pass the lead on (or give it up)."""
+        while True:
+            with self._lock:
+                batch, self._queue = self._queue[: self._max], self._queue[self._max :]
+            try:
+                self._commit(batch)
+            except BaseException as exc:  # _commit records per-item errors; this is a last resort
+                for b in batch:
+                    if b.error is None and b.result is None:
+                        b.error = exc
+            for b in batch:
+                if b is not own:
+                    b.done.set()
+            if own in batch:
+                break
+        with self._lock:
+            if self._queue:
+                nxt = self._queue[0]
+                nxt.lead = True
+                nxt.done.set()
+            else:
+                self._leading = False
