@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,6 +25,15 @@ class DuplicatePolicy(StrEnum):
 
     KEEP_FIRST = "keep"
     OVERWRITE = "overwrite"
+
+
+class AgingRule(BaseModel):
+    """Worklist starvation rule: an unread study at ``from_level`` waiting longer than
+    ``after_minutes`` since arrival is raised to ``to_level`` (see radsight.worklist.priority)."""
+
+    from_level: Literal["routine", "urgent"]
+    to_level: Literal["urgent", "critical"]
+    after_minutes: float = Field(gt=0)
 
 
 def _toml_path() -> Path | None:
@@ -94,6 +103,33 @@ class Settings(BaseSettings):
         default=True,
         description="At `serve` start-up, install the models that ship with RadSight (radsight/models/) "
         "unless an admin removed them or installed another version",
+    )
+
+    # Worklist (see radsight.worklist): priority, reading claims, critical-finding alerts.
+    worklist_stat_level: Literal["critical", "urgent"] = Field(
+        default="urgent",
+        description="Level of a STAT order; critical is kept for AI findings that raise an alert",
+    )
+    worklist_aging_points_per_minute: float = Field(
+        default=1.0, ge=0, description="Score added per minute of waiting (orders studies within a level)"
+    )
+    worklist_aging: list[AgingRule] = Field(
+        default_factory=lambda: [AgingRule(from_level="routine", to_level="urgent", after_minutes=240)],
+        description="Starvation rules: a study waiting longer rises a level (TOML [[worklist_aging]] or JSON)",
+    )
+    claim_timeout_minutes: float = Field(
+        default=30.0, gt=0, description="A reader's claim on a study lapses without a heartbeat for this long"
+    )
+    alert_webhook_url: str | None = Field(
+        default=None, description="POST critical-finding alerts here as JSON (retried until a 2xx)"
+    )
+    alert_webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    alert_retry_base_seconds: float = Field(
+        default=5.0, gt=0, description="Wait before the first webhook retry; doubles per attempt"
+    )
+    alert_retry_max_seconds: float = Field(default=600.0, gt=0, description="Longest wait between webhook tries")
+    alert_webhook_max_attempts: int = Field(
+        default=0, ge=0, description="Give up (state failed) after this many tries; 0 = until delivered"
     )
 
     @classmethod

@@ -116,4 +116,7 @@ def decide(session: Session, finding_id: int, status: Decision, username: str) -
     row.decided_by = username[:64]
     row.decided_at = datetime.now(UTC)
     session.commit()
+    from radsight.worklist import service as worklist_service  # the worklist imports this module
+
+    worklist_service.on_finding_decided(session, row.study_instance_uid)  # a rejection may lower the priority
     return row

@@ -6,17 +6,27 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from radsight import __version__
-from radsight.api import routes_admin, routes_auth, routes_findings, routes_jobs, routes_models, routes_viewer
+from radsight.api import (
+    routes_admin,
+    routes_auth,
+    routes_findings,
+    routes_jobs,
+    routes_models,
+    routes_viewer,
+    routes_worklist,
+)
 from radsight.api.auth import Authenticator
 from radsight.archive import Archive
 from radsight.dicomweb import router as dicomweb_router
 from radsight.dicomweb import wado_uri_router
+from radsight.worklist import service as worklist_service
 
 
 def create_app(archive: Archive) -> FastAPI:
     app = FastAPI(title="RadSight", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.archive = archive
     app.state.authenticator = Authenticator()
+    worklist_service.attach(archive)  # rows for arriving studies; see radsight.worklist
     if archive.settings.cors_origins:
         # Middleware, so that pre-flight OPTIONS requests are answered without credentials;
         # the requests themselves still authenticate (Basic or Bearer header, no cookies).
@@ -34,6 +44,7 @@ def create_app(archive: Archive) -> FastAPI:
     app.include_router(routes_models.router)
     app.include_router(routes_jobs.router)
     app.include_router(routes_findings.router)
+    app.include_router(routes_worklist.router)
     app.include_router(dicomweb_router)
     app.include_router(wado_uri_router)
     # Last: the viewer's catch-all routes must not shadow the API.

@@ -246,3 +246,97 @@ class AIRoutingRule(Base):
     position: Mapped[int] = mapped_column(Integer, default=0)
     model_name: Mapped[str] = mapped_column(String(64), index=True)
     rule_json: Mapped[str] = mapped_column(Text)
+
+
+# --- Worklist (radsight.worklist) ------------------------------------------------------
+
+
+class WorklistStudy(Base):
+    """A study's reading workflow: priority, status and the turnaround timestamps.
+
+    ``priority_level`` (0 routine, 1 urgent, 2 critical) is denormalised from the order
+    priority, the AI findings and waiting time (``radsight.worklist.priority``) so the
+    worklist sorts on an index. ``priority_score`` is the score at the last refresh.
+    """
+
+    __tablename__ = "worklist_study"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    order_priority: Mapped[str | None] = mapped_column(String(8), nullable=True)  # STAT | URGENT | ROUTINE
+    order_priority_source: Mapped[str] = mapped_column(String(8), default="")  # dicom | user
+    ai_level: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    ai_score: Mapped[float | None] = mapped_column(nullable=True)  # the deciding finding's probability
+    ai_reason: Mapped[str] = mapped_column(String(255), default="")
+    ai_model: Mapped[str] = mapped_column(String(64), default="")
+    ai_model_version: Mapped[str] = mapped_column(String(16), default="")
+    ai_label: Mapped[str] = mapped_column(String(64), default="")
+    priority_level: Mapped[int] = mapped_column(Integer, default=0)
+    priority_score: Mapped[float] = mapped_column(default=0.0)
+    priority_reason: Mapped[str] = mapped_column(String(255), default="")
+    status: Mapped[str] = mapped_column(String(16), default="unread")  # unread | in_progress | read
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    claim_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    signed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    signed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    arrived_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ai_result_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    alerted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    first_opened_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+Index(
+    "ix_worklist_order",
+    WorklistStudy.status,
+    WorklistStudy.priority_level.desc(),
+    WorklistStudy.arrived_at,
+)
+Index("ix_worklist_claim_expiry", WorklistStudy.status, WorklistStudy.claim_expires_at)
+Index("ix_worklist_signed_at", WorklistStudy.signed_at)
+
+
+class WorklistAlert(Base):
+    """A critical-finding alert: raised once per study and model label, acknowledged by a user,
+    and delivered to the webhook (state in the database, so delivery survives restarts)."""
+
+    __tablename__ = "worklist_alert"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(UID, index=True)
+    level: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(255), default="")
+    model_name: Mapped[str] = mapped_column(String(64), default="")
+    model_version: Mapped[str] = mapped_column(String(16), default="")
+    label: Mapped[str] = mapped_column(String(64), default="")
+    probability: Mapped[float | None] = mapped_column(nullable=True)
+    raised_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    webhook_state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("study_instance_uid", "model_name", "label", name="uq_worklist_alert_finding"),
+    )
+
+
+Index("ix_worklist_alert_webhook", WorklistAlert.webhook_state, WorklistAlert.next_attempt_at)
+
+
+class WorklistEvent(Base):
+    """Append-only log of worklist changes; the live feed (SSE) reads it by id, so it works
+    across processes and machines and resumes from ``Last-Event-ID``. Holds no patient data:
+    the feed renders the current item when it sends an event."""
+
+    __tablename__ = "worklist_event"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    type: Mapped[str] = mapped_column(String(32))
+    study_instance_uid: Mapped[str] = mapped_column(UID, default="")
+    payload_json: Mapped[str] = mapped_column(Text, default="{}")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -1,0 +1,403 @@
+"""The worklist on SQLite and PostgreSQL: priority from order priority, AI urgency and aging;
+filters; claims (409 for a second reader, expiry); sign-off needing decisions; the event log."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+
+from ai_testmodels import make_classification_package
+from conftest import RunningServer
+from dicom_factory import make_ct
+from radsight.ai import findings, jobs, registry
+from radsight.ai.pipeline import FindingData, PipelineResult
+from radsight.ai.worker import run_claimed
+from radsight.api.auth import add_user
+from radsight.archive import Archive
+from radsight.index.models import AIJob, AIModel, WorklistAlert, WorklistStudy
+from radsight.worklist import events, priority, service
+
+READER, READER_PASSWORD = "reader2", "reader2-secret"
+
+
+def store_study(
+    archive: Archive,
+    tmp_path: Path,
+    *,
+    modality: str = "CT",
+    requested_priority: str | None = None,
+    study_priority_id: str | None = None,
+    patient_name: str = "Worklist^Test",
+    accession: str = "",
+) -> str:
+    """One real instance stored through ingest; returns its Study Instance UID."""
+    ds = make_ct(
+        modality=modality,
+        patient_name=patient_name,
+        patient_id=f"WL-{uuid.uuid4().hex[:8]}",
+        accession=accession or uuid.uuid4().hex[:12],
+    )
+    if requested_priority is not None:
+        ds.RequestedProcedurePriority = requested_priority
+    if study_priority_id is not None:
+        ds.StudyPriorityID = study_priority_id
+    path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    assert archive.ingest.ingest_file(path).ok
+    return str(ds.StudyInstanceUID)
+
+
+def install_classifier(archive: Archive, tmp_path: Path) -> AIModel:
+    """The test classifier; its label's urgency thresholds: critical 0.9, urgent 0.7."""
+    with archive.db.session() as s:
+        model = s.scalar(select(AIModel).where(AIModel.name == "test-cls"))
+    return model or registry.install(archive, make_classification_package(tmp_path / "pkg-cls"))
+
+
+def run_job_with(archive: Archive, model: AIModel, study_uid: str, probability: float) -> AIJob:
+    """A queued job taken through the worker's real path (claim, record findings, complete),
+    with the inference replaced by a fixed probability."""
+    with archive.db.session() as s:
+        job = jobs.enqueue(s, study_instance_uid=study_uid, series_instance_uid=None, model=model, trigger="manual")
+        s.commit()
+        job_id = job.id
+    with archive.db.session() as s:
+        claimed = jobs.claim(s, "test-worker", 60, job_ids=[job_id])
+    assert claimed is not None
+
+    def execute(_archive: Archive, _job: AIJob) -> PipelineResult:
+        return PipelineResult(findings=[FindingData(label="Pneumonia", probability=probability, positive=True)])
+
+    assert run_claimed(archive, claimed, execute=execute) == jobs.DONE
+    return claimed
+
+
+def row(archive: Archive, study_uid: str) -> WorklistStudy:
+    with archive.db.session() as s:
+        return service.get_row(s, study_uid)
+
+
+def event_types(archive: Archive, study_uid: str) -> list[str]:
+    with archive.db.session() as s:
+        return [e.type for e in events.read_since(s, 0, 10000) if e.study_instance_uid == study_uid]
+
+
+@pytest.fixture
+def wl(archive: Archive) -> Archive:
+    service.attach(archive)
+    return archive
+
+
+# -- priority rules (pure) ----------------------------------------------------------------
+
+
+def test_priority_rules_order_ai_and_aging() -> None:
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    rules = priority.Rules()
+    fresh = now - timedelta(minutes=10)
+    assert priority.compute(order_priority=None, ai=None, arrived_at=fresh, now=now, rules=rules).name == "routine"
+    stat = priority.compute(order_priority="STAT", ai=None, arrived_at=fresh, now=now, rules=rules)
+    assert (stat.name, stat.reason) == ("urgent", "Urgent: STAT order")
+    stat_critical = priority.compute(
+        order_priority="STAT", ai=None, arrived_at=fresh, now=now, rules=priority.Rules(stat_level=priority.CRITICAL)
+    )
+    assert stat_critical.name == "critical"
+    ai = priority.ai_priority(
+        [
+            priority.FindingFact(1, "cxr-pneumonia", "1.0.0", "Pneumonia", 0.97),
+            priority.FindingFact(2, "cxr-pneumonia", "1.0.0", "Effusion", 0.99),  # no urgency thresholds
+        ],
+        {("cxr-pneumonia", "Pneumonia"): {"critical": 0.9, "urgent": 0.7}},
+    )
+    assert ai is not None and ai.reason == "Critical: Pneumonia 0.97, cxr-pneumonia v1.0.0"
+    both = priority.compute(order_priority="STAT", ai=ai, arrived_at=fresh, now=now, rules=rules)
+    assert (
+        both.name == "critical" and both.reason == "Critical: Pneumonia 0.97, cxr-pneumonia v1.0.0; Urgent: STAT order"
+    )
+    rejected = priority.ai_priority(
+        [priority.FindingFact(1, "m", "1", "Pneumonia", 0.97, status="rejected")],
+        {("m", "Pneumonia"): {"critical": 0.9}},
+    )
+    assert rejected is None
+    old = priority.compute(order_priority=None, ai=None, arrived_at=now - timedelta(minutes=250), now=now, rules=rules)
+    assert old.name == "urgent" and old.reason.startswith("Urgent: waiting 250 min (routine over 240 min)")
+    assert old.score == pytest.approx(priority.LEVEL_BASE + 250)
+    assert priority.order_priority_from_dicom("HIGH") == "URGENT"
+    assert priority.order_priority_from_dicom("MEDIUM") == "ROUTINE"
+    assert priority.order_priority_from_dicom("") is None
+
+
+# -- service on a real archive --------------------------------------------------------------
+
+
+def test_order_priority_from_dicom_and_from_a_user_sorts_the_worklist(wl: Archive, tmp_path: Path) -> None:
+    from radsight.worklist import query
+
+    routine = store_study(wl, tmp_path)
+    stat = store_study(wl, tmp_path, requested_priority="STAT")
+    high = store_study(wl, tmp_path, study_priority_id="HIGH")
+    assert (row(wl, routine).order_priority, row(wl, routine).priority_level) == (None, priority.ROUTINE)
+    assert (row(wl, stat).order_priority, row(wl, stat).order_priority_source) == ("STAT", "dicom")
+    assert row(wl, high).order_priority == "URGENT"
+    with wl.db.session() as s:
+        _, items = query.worklist(s, query.Filters(), service.rules_for_archive(wl))
+    assert [i["StudyInstanceUID"] for i in items] == [stat, high, routine]  # urgent by arrival, then routine
+    service.set_order_priority(wl, routine, "STAT")
+    with wl.db.session() as s:
+        _, items = query.worklist(s, query.Filters(), service.rules_for_archive(wl))
+    assert [i["StudyInstanceUID"] for i in items] == [routine, stat, high]  # all urgent: arrival order
+    assert items[0]["order_priority"] == "STAT" and row(wl, routine).order_priority_source == "user"
+    assert event_types(wl, stat) == ["study-added"]
+    assert event_types(wl, routine) == ["study-added", "study-updated"]
+
+
+def test_a_second_instance_adds_no_row_and_no_event_at_ingest(wl: Archive, tmp_path: Path) -> None:
+    uid = store_study(wl, tmp_path)
+    ds = make_ct(study_uid=uid, instance_number=2)
+    ds.save_as(tmp_path / "second.dcm", enforce_file_format=True)
+    assert wl.ingest.ingest_file(tmp_path / "second.dcm").ok
+    assert event_types(wl, uid) == ["study-added"]
+    listener = service.listener_for(wl)
+    assert listener is not None and listener.flush_touched() == 1
+    assert event_types(wl, uid) == ["study-added", "study-updated"]
+
+
+def test_ai_urgency_orders_studies_raises_one_alert_and_a_rejection_drops_it(wl: Archive, tmp_path: Path) -> None:
+    from radsight.worklist import query
+
+    model = install_classifier(wl, tmp_path)
+    low, mid, high = (store_study(wl, tmp_path, modality="DX") for _ in range(3))
+    run_job_with(wl, model, low, 0.30)
+    run_job_with(wl, model, mid, 0.75)
+    job = run_job_with(wl, model, high, 0.97)
+    assert row(wl, high).priority_reason == "Critical: Pneumonia 0.97, test-cls v1.0"
+    assert row(wl, mid).priority_level == priority.URGENT and row(wl, low).priority_level == priority.ROUTINE
+    with wl.db.session() as s:
+        _, items = query.worklist(s, query.Filters(), service.rules_for_archive(wl))
+    assert [i["StudyInstanceUID"] for i in items[:3]] == [high, mid, low]
+    top = items[0]
+    assert top["priority"] == "critical" and top["ai"] == {
+        "level": "critical",
+        "model": "test-cls",
+        "model_version": "1.0",
+        "label": "Pneumonia",
+        "probability": pytest.approx(0.97),
+    }
+    assert top["alert"]["level"] == "critical" and top["alert"]["acknowledged_at"] is None
+    assert row(wl, high).ai_result_at is not None and row(wl, high).alerted_at is not None
+    assert event_types(wl, high) == ["study-added", "ai-result", "alert"]
+    # The same job again (a retry) records the same finding: no second alert.
+    with wl.db.session() as s:
+        s.execute(update(AIJob).where(AIJob.id == job.id).values(state="queued"))
+        s.commit()
+        again = jobs.claim(s, "test-worker", 60, job_ids=[job.id])
+    assert again is not None
+    assert (
+        run_claimed(wl, again, execute=lambda *_: PipelineResult([FindingData("Pneumonia", 0.97, True)])) == jobs.DONE
+    )
+    with wl.db.session() as s:
+        assert len(s.scalars(select(WorklistAlert).where(WorklistAlert.study_instance_uid == high)).all()) == 1
+        finding_id = s.scalars(select(findings.AIFinding.id).where(findings.AIFinding.study_instance_uid == high)).one()
+        findings.decide(s, finding_id, "rejected", "admin")
+    assert row(wl, high).priority_level == priority.ROUTINE and row(wl, high).ai_level is None
+    assert event_types(wl, high)[-1] == "study-updated"
+
+
+def test_aging_lifts_an_old_routine_study_above_newer_ones(wl: Archive, tmp_path: Path) -> None:
+    from radsight.worklist import query
+
+    newer_urgent = store_study(wl, tmp_path, requested_priority="HIGH")
+    old = store_study(wl, tmp_path)
+    recent = store_study(wl, tmp_path)
+    with wl.db.session() as s:
+        s.execute(
+            update(WorklistStudy)
+            .where(WorklistStudy.study_instance_uid == old)
+            .values(arrived_at=datetime.now(UTC) - timedelta(minutes=300))
+        )
+        s.commit()
+    assert service.sweep(wl)["aged"] == 1
+    assert row(wl, old).priority_level == priority.URGENT
+    assert row(wl, old).priority_reason.startswith("Urgent: waiting 300 min (routine over 240 min)")
+    assert row(wl, recent).priority_level == priority.ROUTINE
+    with wl.db.session() as s:
+        _, items = query.worklist(s, query.Filters(), service.rules_for_archive(wl))
+    # Both urgent now; the one that waited longer first (higher score), the recent routine last.
+    assert [i["StudyInstanceUID"] for i in items] == [old, newer_urgent, recent]
+    assert items[0]["score"] > items[1]["score"] > items[2]["score"]
+    assert event_types(wl, old)[-1] == "study-updated"
+    assert service.sweep(wl)["aged"] == 0  # once
+
+
+def test_claims_conflict_expire_and_sign_needs_decisions(wl: Archive, tmp_path: Path) -> None:
+    model = install_classifier(wl, tmp_path)
+    uid = store_study(wl, tmp_path, modality="DX")
+    run_job_with(wl, model, uid, 0.95)
+    service.claim(wl, uid, "alice")
+    with pytest.raises(service.ClaimConflict, match=r"^claimed by alice since "):
+        service.claim(wl, uid, "bob")
+    with pytest.raises(service.NotClaimHolder):
+        service.release(wl, uid, "bob")
+    with pytest.raises(service.ClaimConflict, match="claimed by alice"):
+        service.sign(wl, uid, "bob")
+    service.heartbeat(wl, uid, "alice")
+    # The claim lapses: the sweep gives the study back, and bob may take it.
+    with wl.db.session() as s:
+        s.execute(
+            update(WorklistStudy)
+            .where(WorklistStudy.study_instance_uid == uid)
+            .values(claim_expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+        s.commit()
+    assert service.sweep(wl)["claims_expired"] == 1
+    assert (row(wl, uid).status, row(wl, uid).claimed_by) == ("unread", None)
+    service.claim(wl, uid, "bob")
+    with pytest.raises(service.PendingFindings, match=r"pending: \d+ \(Pneumonia 0.95, test-cls v1.0\)"):
+        service.sign(wl, uid, "bob")
+    with wl.db.session() as s:
+        (finding_id,) = s.scalars(select(findings.AIFinding.id).where(findings.AIFinding.study_instance_uid == uid))
+    service.sign(wl, uid, "bob", [service.DecisionInput(finding_id, "accepted")])
+    r = row(wl, uid)
+    assert (r.status, r.signed_by, r.claimed_by) == ("read", "bob", None)
+    assert r.first_opened_at is not None and r.signed_at is not None
+    with pytest.raises(service.ClaimConflict, match=r"^read by bob at "):
+        service.claim(wl, uid, "alice")
+    assert event_types(wl, uid) == [
+        "study-added",
+        "ai-result",
+        "alert",
+        "status-changed",
+        "status-changed",
+        "status-changed",
+        "status-changed",
+    ]  # claimed, lapsed, claimed, read (accepting kept the priority: no study-updated)
+
+
+# -- REST API (a real server) ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reader(server: RunningServer) -> httpx.Client:
+    with server.archive.db.session() as s:
+        add_user(s, READER, READER_PASSWORD, "radiologist")
+    client = httpx.Client(base_url=server.base_url, auth=(READER, READER_PASSWORD), timeout=60)
+    yield client
+    client.close()
+
+
+def test_rest_worklist_filters_and_item_shape(server: RunningServer, tmp_path: Path) -> None:
+    archive = server.archive
+    tag = uuid.uuid4().hex[:8]
+    ct = store_study(archive, tmp_path, modality="CT", patient_name=f"Filter^{tag}")
+    mr = store_study(archive, tmp_path, modality="MR", patient_name=f"Filter^{tag}", requested_priority="STAT")
+    with server.client() as c:
+        r = c.get("/api/worklist", params={"q": tag})
+        assert r.status_code == 200
+        body = r.json()
+        assert body["total"] == 2 and [i["StudyInstanceUID"] for i in body["items"]] == [mr, ct]
+        item = body["items"][0]
+        assert set(item) >= {
+            "StudyInstanceUID",
+            "priority",
+            "score",
+            "reason",
+            "status",
+            "claimed_by",
+            "claimed_at",
+            "signed_by",
+            "signed_at",
+            "arrived_at",
+            "order_priority",
+            "PatientName",
+            "PatientID",
+            "StudyDate",
+            "ModalitiesInStudy",
+            "StudyDescription",
+            "AccessionNumber",
+            "NumberOfStudyRelatedSeries",
+            "NumberOfStudyRelatedInstances",
+            "ai",
+            "alert",
+        }
+        assert item["ModalitiesInStudy"] == ["MR"] and item["priority"] == "urgent" and item["status"] == "unread"
+        assert item["arrived_at"].endswith("+00:00") and item["ai"] is None and item["alert"] is None
+        assert item["NumberOfStudyRelatedInstances"] == 1
+
+        def ids(**p: str) -> list[str]:
+            return [i["StudyInstanceUID"] for i in c.get("/api/worklist", params={"q": tag, **p}).json()["items"]]
+
+        assert ids(modality="CT") == [ct]
+        assert ids(modality="CT,MR") == [mr, ct]
+        assert ids(priority="urgent") == [mr]
+        assert ids(priority="routine", modality="MR") == []
+        c.post(f"/api/worklist/{ct}/claim").raise_for_status()
+        assert ids(status="in_progress") == [ct]
+        assert ids(status="unread") == [mr]
+        assert ids(reader="admin") == [ct]
+        assert c.get("/api/worklist", params={"status": "done"}).status_code == 400
+        assert c.get("/api/worklist", params={"priority": "high"}).status_code == 400
+        paged = c.get("/api/worklist", params={"q": tag, "limit": 1, "offset": 1}).json()
+        assert paged["total"] == 2 and [i["StudyInstanceUID"] for i in paged["items"]] == [ct]
+        assert (
+            c.put(f"/api/worklist/{ct}/order-priority", json={"order_priority": "URGENT"}).json()["priority"]
+            == "urgent"
+        )
+        assert c.put(f"/api/worklist/{ct}/order-priority", json={"order_priority": "SOON"}).status_code == 422
+        assert (
+            c.put(f"/api/worklist/{ct}/order-priority", json={"order_priority": None}).json()["order_priority"] is None
+        )
+    assert httpx.get(f"{server.base_url}/api/worklist").status_code == 401
+
+
+def test_rest_claim_locks_for_another_reader_and_sign_needs_decisions(
+    server: RunningServer, reader: httpx.Client, tmp_path: Path
+) -> None:
+    archive = server.archive
+    model = install_classifier(archive, tmp_path)
+    uid = store_study(archive, tmp_path, modality="DX")
+    run_job_with(archive, model, uid, 0.93)
+    with server.client() as admin:
+        claimed = admin.post(f"/api/worklist/{uid}/claim")
+        assert claimed.status_code == 200, claimed.text
+        assert claimed.json()["status"] == "in_progress" and claimed.json()["claimed_by"] == "admin"
+        locked = reader.post(f"/api/worklist/{uid}/claim")
+        assert locked.status_code == 409
+        assert locked.json()["detail"] == f"claimed by admin since {claimed.json()['claimed_at']}"
+        assert reader.post(f"/api/worklist/{uid}/release").status_code == 403
+        assert admin.post(f"/api/worklist/{uid}/heartbeat").status_code == 200
+        assert admin.post(f"/api/worklist/{uid}/release").json()["status"] == "unread"
+        assert reader.post(f"/api/worklist/{uid}/claim").status_code == 200
+        assert admin.post(f"/api/worklist/{uid}/release").status_code == 200  # an admin may release anyone's
+        assert reader.post(f"/api/worklist/{uid}/claim").status_code == 200
+        pending = reader.post(f"/api/worklist/{uid}/sign", json={"decisions": []})
+        assert pending.status_code == 409 and "Pneumonia 0.93" in pending.json()["detail"]
+        finding_id = admin.get(f"/api/studies/{uid}/findings").json()[0]["id"]
+        bad = reader.post(
+            f"/api/worklist/{uid}/sign", json={"decisions": [{"finding_id": 10**9, "status": "accepted"}]}
+        )
+        assert bad.status_code == 422
+        signed = reader.post(
+            f"/api/worklist/{uid}/sign", json={"decisions": [{"finding_id": finding_id, "status": "rejected"}]}
+        )
+        assert signed.status_code == 200, signed.text
+        item = signed.json()
+        assert (item["status"], item["signed_by"], item["claimed_by"]) == ("read", READER, None)
+        assert item["priority"] == "routine" and item["ai"] is None  # the rejected finding left the AI level
+        assert admin.get(f"/api/studies/{uid}/findings").json()[0]["decided_by"] == READER
+        assert admin.post(f"/api/worklist/{uid}/claim").status_code == 409
+        assert admin.post("/api/worklist/1.2.3.404/claim").status_code == 404
+        alerts = admin.get("/api/alerts", params={"unacknowledged": "true"}).json()
+        mine = [a for a in alerts if a["StudyInstanceUID"] == uid]
+        assert len(mine) == 1 and mine[0]["acknowledged_by"] is None
+        acked = reader.post(f"/api/alerts/{mine[0]['id']}/ack").json()
+        assert acked["acknowledged_by"] == READER and acked["acknowledged_at"]
+        assert all(a["StudyInstanceUID"] != uid for a in admin.get("/api/alerts?unacknowledged=true").json())
+        report = admin.get("/api/turnaround").json()
+        row_ = next(r for r in report["studies"] if r["StudyInstanceUID"] == uid)
+        assert row_["minutes"]["arrival_to_sign"] >= 0 and row_["signed_by"] == READER
+        assert report["summary"]["routine"]["arrival_to_sign"]["n"] >= 1
