@@ -209,3 +209,25 @@ def test_shipped_package_classifies_real_xrays_as_dicom(archive: Archive, tmp_pa
         assert result.pmap_sop_instance_uid
         assert _pmap_shape(archive, result.pmap_sop_instance_uid) == (int(ds.Rows), int(ds.Columns))
     assert np.mean(probs["PNEUMONIA"]) > np.mean(probs["NORMAL"])
+
+
+def test_missing_train_extra_is_one_clear_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import importlib.util
+
+    from radsight.cli import app
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    result = CliRunner().invoke(app, ["train", "classification", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "pip install 'radsight[train]'" in " ".join(result.output.split())
+
+
+def test_serving_never_imports_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, radsight.cli, radsight.server, radsight.ai.pipeline, radsight.ai.engine\n"
+            "bad = sorted(m for m in ('torch', 'monai', 'matplotlib') if m in sys.modules)\n"
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
