@@ -19,6 +19,13 @@ from radsight.ai.package import ModelPackage
 
 _sessions: dict[str, ort.InferenceSession] = {}
 _lock = threading.Lock()
+_intra_op_threads = 0  # 0: ONNX Runtime's default, one per core
+
+
+def configure(*, intra_op_threads: int) -> None:
+    """Threads each new session computes with (the worker pool sets cores / workers)."""
+    global _intra_op_threads
+    _intra_op_threads = max(0, intra_op_threads)
 
 
 def session_for(package: ModelPackage) -> ort.InferenceSession:
@@ -28,7 +35,7 @@ def session_for(package: ModelPackage) -> ort.InferenceSession:
         sess = _sessions.get(sha)
         if sess is None:
             options = ort.SessionOptions()
-            options.intra_op_num_threads = 0  # ORT default: one per core
+            options.intra_op_num_threads = _intra_op_threads
             sess = ort.InferenceSession(str(package.weights), options, providers=["CPUExecutionProvider"])
             _sessions[sha] = sess
         return sess

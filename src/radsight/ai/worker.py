@@ -1,10 +1,11 @@
 """The in-process worker pool: threads that take jobs from the queue (``jobs.py``) and run them.
 
-Threads, not processes: ONNX Runtime releases the GIL while it computes, so inference in a
-worker thread does not hold up uvicorn or the DICOM listener (see tests/test_ai_engine.py,
-which times HTTP requests during inference). Each worker asks ONNX Runtime for
-``intra_op_threads(n)`` threads so that n workers share the machine's cores instead of
-oversubscribing them.
+Threads (``WorkerPool``) or processes (``ProcessWorkerPool``, setting ``ai_worker_processes``):
+ONNX Runtime releases the GIL while it computes, but building SEG/SR with highdicom holds it,
+so processes keep HTTP and DIMSE fast during large jobs (tests/test_ai_engine.py times HTTP
+requests during inference). ONNX Runtime sessions get ``intra_op_threads(n)`` threads so that
+n workers share the machine's cores instead of oversubscribing them, and each pool opens the
+installed models' sessions when it starts (``warm_up``), not at the first study.
 
 One job: ``registry.get_package`` -> ``pipeline.run_model`` -> in ONE transaction
 ``findings.record_findings`` + ``jobs.complete``. An exception becomes ``jobs.fail`` (retried
@@ -28,7 +29,6 @@ from sqlalchemy import update
 from radsight.ai import jobs
 from radsight.ai.package import ModelPackageError
 from radsight.index.models import AIJob
-from radsight.worklist import service as worklist_service
 
 if TYPE_CHECKING:
     from radsight.archive import Archive
@@ -51,6 +51,21 @@ def intra_op_threads(workers: int, cores: int | None = None) -> int:
     """ONNX Runtime threads per worker so that ``workers`` sessions fill the cores, no more."""
     cores = cores or os.cpu_count() or 1
     return max(1, cores // max(1, workers))
+
+
+def warm_up(archive: Archive) -> None:
+    """Before the first job: import the result builders (highdicom) and open every enabled
+    model's ONNX session, so that the first study after a start is not seconds slower."""
+    from radsight.ai import inference, pipeline  # noqa: F401 (the import is the warm-up)
+    from radsight.ai.registry import get_package, list_models
+
+    with archive.db.session() as s:
+        names = [m.name for m in list_models(s) if m.enabled]
+    for name in names:
+        try:
+            inference.session_for(get_package(archive, name))
+        except Exception as exc:  # a broken package fails its jobs with the reason later
+            log.warning("model %s could not be loaded at start-up: %s", name, exc)
 
 
 class JobVersionMismatch(Exception):
@@ -121,8 +136,6 @@ def run_claimed(
     with archive.db.session() as s:
         try:
             record(s, job, result)
-            # Same transaction: the study's priority, its ai-result event and a critical alert.
-            worklist_service.on_job_recorded(settings, s, job)
             jobs.complete(s, job, result)
             s.commit()
         except jobs.LeaseLost:
@@ -145,9 +158,11 @@ class WorkerPool:
         record: Record = record_findings,
         poll_seconds: float = 1.0,
         lease_seconds: float | None = None,
+        onnx_threads: int | None = None,
     ) -> None:
         self.archive = archive
         self.n = n
+        self.onnx_threads = intra_op_threads(n) if onnx_threads is None else onnx_threads
         self.execute = execute
         self.record = record
         self.poll_seconds = poll_seconds
@@ -163,8 +178,13 @@ class WorkerPool:
 
     # -- life cycle ---------------------------------------------------------------------
     def start(self) -> None:
+        from radsight.ai import inference
+
         self._stop.clear()
         _pools.add(self)
+        inference.configure(intra_op_threads=self.onnx_threads)
+        if self.n:
+            threading.Thread(target=self._warm_up, name="ai-warm-up", daemon=True).start()
         for i in range(self.n):
             t = threading.Thread(target=self._loop, args=(f"{self.prefix}:w{i}",), name=f"ai-worker-{i}", daemon=True)
             t.start()
@@ -206,6 +226,12 @@ class WorkerPool:
             return sorted(self._held)
 
     # -- threads ------------------------------------------------------------------------
+    def _warm_up(self) -> None:
+        try:
+            warm_up(self.archive)
+        except Exception:
+            log.exception("AI warm-up failed")
+
     def _loop(self, worker_id: str) -> None:
         while not self._stop.is_set():
             try:
@@ -252,14 +278,14 @@ class WorkerPool:
                     log.exception("heartbeat for job %d failed", job_id)
 
 
-def _process_main(settings_data: dict[str, Any], stop: Any, wake: Any, poll_seconds: float) -> None:
+def _process_main(settings_data: dict[str, Any], stop: Any, wake: Any, poll_seconds: float, threads: int) -> None:
     """A worker process: its own archive connection and a one-thread pool, until ``stop`` is set."""
     from radsight.archive import Archive
     from radsight.config import Settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     archive = Archive.open(Settings(**settings_data), migrate=False)
-    pool = WorkerPool(archive, 1, poll_seconds=poll_seconds)
+    pool = WorkerPool(archive, 1, poll_seconds=poll_seconds, onnx_threads=threads)
     pool.start()
     try:
         while not stop.is_set():
@@ -297,7 +323,7 @@ class ProcessWorkerPool:
         data = self.archive.settings.model_dump()
         for i in range(self.n):
             p = self._ctx.Process(
-                target=_process_main, args=(data, self._stop, self._wake, self.poll_seconds),
+                target=_process_main, args=(data, self._stop, self._wake, self.poll_seconds, intra_op_threads(self.n)),
                 name=f"ai-worker-{i}", daemon=True,
             )
             p.start()
