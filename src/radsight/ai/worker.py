@@ -29,6 +29,7 @@ from sqlalchemy import update
 from radsight.ai import jobs
 from radsight.ai.package import ModelPackageError
 from radsight.index.models import AIJob
+from radsight.worklist import service as worklist_service
 
 if TYPE_CHECKING:
     from radsight.archive import Archive
@@ -136,6 +137,8 @@ def run_claimed(
     with archive.db.session() as s:
         try:
             record(s, job, result)
+            # Same transaction: the study's priority, its ai-result event and a critical alert.
+            worklist_service.on_job_recorded(settings, s, job)
             jobs.complete(s, job, result)
             s.commit()
         except jobs.LeaseLost:
