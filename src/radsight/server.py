@@ -35,14 +35,18 @@ def serve(archive: Archive) -> None:
     leaves half a result set behind.
     """
     from radsight.ai.engine import AIEngine
+    from radsight.worklist.tasks import WorklistTasks
 
     settings = archive.settings
     engine = AIEngine(archive) if settings.ai_enabled else None
     dicom = DicomServer(archive)
     dicom.start(settings.http_host, settings.dicom_port)
     log.info("DICOM listener %s on port %d", settings.ae_title, settings.dicom_port)
+    app = create_app(archive)
+    # Webhook delivery, lapsed claims and aging; its state is in the database (radsight.worklist).
+    worklist_tasks = WorklistTasks(archive)
     config = uvicorn.Config(
-        create_app(archive),
+        app,
         host=settings.http_host,
         port=settings.http_port,
         log_level="info",
@@ -51,9 +55,11 @@ def serve(archive: Archive) -> None:
     )
     if engine is not None:
         engine.start()
+    worklist_tasks.start()
     try:
         _Server(config).run()
     finally:
+        worklist_tasks.stop()
         if engine is not None:
             engine.stop()
         dicom.stop()
