@@ -229,9 +229,20 @@ def study_uid_of(path: Path) -> str:
     return str(pydicom.dcmread(f, stop_before_pixels=True).StudyInstanceUID)
 
 
-def latency(work: Path, models: Models, cxr: Path, ct: Path, stable: float) -> dict[str, float]:
+def warm(server: Server, studies: list[Path]) -> None:
+    """Steady state, as a server that has run for a while: worker processes started, libraries
+    imported, each model's ONNX session open (not timed). With several workers each needs one."""
+    for path in studies:
+        server.send([path])
+    for path in studies:
+        server.wait_sr(study_uid_of(path))
+        server.wait_done(study_uid_of(path))
+
+
+def latency(work: Path, models: Models, cxr: Path, ct: Path, stable: float, warm_up: list[Path]) -> dict[str, float]:
     server = Server(work / "latency", models, workers=1, stable=stable)
     try:
+        warm(server, warm_up)
         out: dict[str, float] = {}
         for name, path in (("cxr", cxr), ("ct", ct)):
             t_arrived = server.send([path])
@@ -252,9 +263,10 @@ def latency(work: Path, models: Models, cxr: Path, ct: Path, stable: float) -> d
 
 
 def throughput(work: Path, models: Models, cxrs: list[Path], cts: list[Path], workers: int,
-               stable: float) -> dict[str, float]:
+               stable: float, warm_up: list[Path]) -> dict[str, float]:
     server = Server(work / f"throughput-{workers}", models, workers=workers, stable=stable)
     try:
+        warm(server, warm_up)
         out: dict[str, float] = {}
         for name, paths in (("cxr", cxrs), ("ct", cts)):
             if not paths:
@@ -290,13 +302,14 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="radsight-bench-ai-"))
     try:
         log(f"writing {args.cxr_jobs} chest X-ray studies and {args.ct_jobs} 112-slice CT studies in {work}")
-        cxrs = write_cxr_studies(work / "cxr", args.cxr_jobs + 1)
-        cts = write_ct_studies(work / "ct", args.ct_jobs + 1)
+        cxrs = write_cxr_studies(work / "cxr", args.cxr_jobs + 3)
+        cts = write_ct_studies(work / "ct", args.ct_jobs + 3)
         models = pick_models(work)
         log(f"models: {models.source}: {', '.join(p.name for p in models.folders)}")
         bare = bare_inference_seconds(models, cxrs[0], cts[0])
-        lat = latency(work, models, cxrs[0], cts[0], args.stable)
-        tput = {w: throughput(work, models, cxrs[1:], cts[1:], w, args.stable) for w in (1, 2)}
+        lat = latency(work, models, cxrs[0], cts[0], args.stable, warm_up=[cxrs[1], cts[1]])
+        warm_up = [cxrs[1], cxrs[2], cts[1], cts[2]]  # two of each: one per worker
+        tput = {w: throughput(work, models, cxrs[3:], cts[3:], w, args.stable, warm_up) for w in (1, 2)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results = {"date": datetime.now().isoformat(timespec="seconds"), "machine": platform.processor() or
