@@ -6,7 +6,8 @@ runs a real (test) classification model on them: a bright image gives a probabil
 above the package's critical threshold, a dark one near 0 (routine). So the priority, the reason
 text, the alert and the live events all come from the real pipeline; nothing is mocked.
 Assertions are on the DOM of real rendered rows and on pixels (the critical badge's colour);
-``window.__radsight`` only says when to look. One server for the module; SQLite (the front end
+``window.__radsight`` only says when to look. ``RADSIGHT_SCREENSHOTS=1`` also writes
+screenshots (reading worklist, locked viewer, dashboard) in docs/screenshots/. One server for the module; SQLite (the front end
 does not depend on the database backend).
 """
 
@@ -31,7 +32,7 @@ from radsight.ai import registry
 from radsight.api.auth import add_user
 from radsight.archive import Archive
 from radsight.config import Settings
-from test_viewer_browser import TIMEOUT_MS, VIEWER_BUILT, browser
+from test_viewer_browser import TIMEOUT_MS, VIEWER_BUILT, _screenshot_dir, _screenshots, browser
 
 __all__ = ["browser"]  # fixture used here
 
@@ -212,6 +213,9 @@ def test_new_critical_study_appears_on_top_of_an_open_worklist_without_reload(cr
     routine = alice.locator("#studies tbody tr[data-priority=routine] .prio").first.screenshot()
     rbadge = np.asarray(Image.open(io.BytesIO(routine)).convert("RGB"), dtype=np.float32)
     assert ((rbadge[..., 0] > 180) & (rbadge[..., 1] < 110)).mean() < 0.05
+    if _screenshots():
+        alice.wait_for_selector(f"#alerts .alert[data-study-uid='{study}']", timeout=TIMEOUT_MS)
+        alice.screenshot(path=str(_screenshot_dir() / "reading-worklist.png"))
     # bob's list moved too.
     critical["bob"].wait_for_function(
         f"document.querySelector('#studies tbody tr')?.dataset.studyUid === '{study}'", timeout=TIMEOUT_MS
@@ -274,6 +278,9 @@ def test_claim_by_one_reader_shows_locked_for_another(
             assert "Read-only" in notice and "alice" in notice, notice
             assert bob_viewer.locator("#sign-off").is_disabled()
             assert bob_viewer.evaluate("document.body.classList.contains('read-only')")
+            if _screenshots():
+                bob_viewer.wait_for_selector(".finding", timeout=TIMEOUT_MS)
+                bob_viewer.screenshot(path=str(_screenshot_dir() / "viewer-locked.png"))
             no_page_errors(bob_viewer)
         finally:
             ctx_b.close()
@@ -352,6 +359,8 @@ def test_dashboard_draws_one_box_per_priority_group(
         png = page.locator("#turnaround-plot").screenshot()
         img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32)
         assert ((img[..., 0] > 150) & (img[..., 1] < 110) & (img[..., 2] < 110)).sum() > 50
+        if _screenshots():
+            page.screenshot(path=str(_screenshot_dir() / "dashboard.png"))
         no_page_errors(page)
     finally:
         ctx.close()

@@ -105,11 +105,14 @@ function boxPlot(groups: { priority: Priority; values: number[] }[]): SVGSVGElem
       for (const v of [values[0], values[values.length - 1]]) {
         g.append(svgEl('line', { x1: x(v), x2: x(v), y1: cy - 10, y2: cy + 10, stroke: c, 'stroke-width': 1.5 }));
       }
+      // A box at least 8 px wide (one study, or all alike), centred on the median.
+      const bw = Math.max(8, x(q3) - x(q1));
+      const bx = bw > x(q3) - x(q1) ? x(med) - bw / 2 : x(q1);
       const box = svgEl('rect', {
         class: 'box',
-        x: x(q1),
+        x: bx,
         y: cy - 18,
-        width: Math.max(2, x(q3) - x(q1)),
+        width: bw,
         height: 36,
         fill: c,
         'fill-opacity': 0.35,
@@ -154,8 +157,11 @@ function summarise(rows: Row[], server: Summary | undefined): Record<Priority, R
 }
 
 function renderSummary(stats: Record<Priority, Record<MetricKey, Stat>>): void {
+  const th = (textContent: string, span: Partial<HTMLTableCellElement> = {}) => Object.assign(document.createElement('th'), { textContent, ...span });
+  const groups = document.createElement('tr');
+  groups.append(th('Priority', { rowSpan: 2 }), ...METRICS.map((m) => th(m.label, { colSpan: 3 })));
   const head = document.createElement('tr');
-  head.append(...['Priority', ...METRICS.flatMap((m) => [`${m.label}: n`, 'median', 'p90'])].map((t) => Object.assign(document.createElement('th'), { textContent: t })));
+  head.append(...METRICS.flatMap(() => [th('n'), th('median'), th('p90')]));
   const rows = PRIORITIES.map((p) => {
     const tr = document.createElement('tr');
     tr.dataset.priority = p;
@@ -164,7 +170,7 @@ function renderSummary(stats: Record<Priority, Record<MetricKey, Stat>>): void {
     return tr;
   });
   const thead = document.createElement('thead');
-  thead.append(head);
+  thead.append(groups, head);
   const tbody = document.createElement('tbody');
   tbody.append(...rows);
   summaryEl.replaceChildren(thead, tbody);

@@ -355,8 +355,8 @@ function priorityCell(td: HTMLTableCellElement, it: WorklistItem): void {
   td.append(badge);
   if (it.order_priority) td.append(span(`order order-${it.order_priority.toLowerCase()}`, it.order_priority));
   if (it.alert && !it.alert.acknowledged_at) td.append(span('row-alert', '⚠'));
-  const reason = span('reason', it.reason ?? '');
-  td.append(reason);
+  // "Routine" alone says no more than the badge.
+  if (it.reason && it.reason.toLowerCase() !== level) td.append(span('reason', it.reason));
   td.title = [it.reason, `score ${Number(it.score ?? 0).toFixed(2)}`].filter(Boolean).join(' · ');
 }
 
@@ -364,7 +364,8 @@ function priorityCell(td: HTMLTableCellElement, it: WorklistItem): void {
 function statusCell(td: HTMLTableCellElement, it: WorklistItem): void {
   if (it.status === 'in_progress') {
     const mine = !!username && it.claimed_by === username;
-    td.append(span(`st st-progress${mine ? ' mine' : ' locked'}`, mine ? 'In progress — you' : `🔒 In progress — ${it.claimed_by ?? '?'}`));
+    if (!mine) td.append(span('lock', 'locked'));
+    td.append(span(`st st-progress${mine ? ' mine' : ' locked'}`, mine ? 'In progress — you' : `In progress — ${it.claimed_by ?? '?'}`));
     td.title = `Claimed by ${it.claimed_by ?? '?'} since ${fmtTime(it.claimed_at)}${mine ? '' : ': opens read-only'}`;
   } else if (it.status === 'read') {
     td.append(span('st st-read', `Read by ${it.signed_by ?? '?'}${it.signed_at ? ` at ${fmtTime(it.signed_at)}` : ''}`));

@@ -93,7 +93,7 @@ export function initReading(host: ReadingHost, state: ReadingState): void {
     prio.disabled = s === 'locked';
     if (item && 'order_priority' in item) prio.value = item.order_priority ?? '';
     if (s === 'mine') chip.textContent = 'In progress — you';
-    else if (s === 'locked') chip.textContent = `🔒 Read-only: ${detail || `claimed by ${item?.claimed_by ?? 'another reader'}`}`;
+    else if (s === 'locked') chip.textContent = `Read-only: ${detail || `claimed by ${item?.claimed_by ?? 'another reader'}`}`;
     else if (s === 'read') chip.textContent = item ? `Read by ${item.signed_by ?? '?'}${item.signed_at ? ` at ${fmtTime(item.signed_at)}` : ''}` : capitalise(detail);
     else if (s === 'error') chip.textContent = detail;
     else chip.textContent = '';
