@@ -80,6 +80,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 def make_settings(home: Path, db_url: str, **kw: object) -> Settings:
     kw.setdefault("ai_builtin_models", False)  # tests install the models they need; see test_ai_builtin.py
+    # Worker threads start in milliseconds; the process pool (serve's default) has its own tests.
+    kw.setdefault("ai_worker_processes", False)
     return Settings(home=home, database_url=db_url, **kw)  # type: ignore[arg-type]
 
 

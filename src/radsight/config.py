@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     ai_enabled: bool = Field(default=True, description="Run the AI engine (stability trigger + workers) in `serve`")
     ai_workers: int = Field(default=1, ge=0, description="In-process AI worker threads (0: queue only)")
     ai_worker_processes: bool = Field(
-        default=False,
+        default=True,
         description="Run AI workers as separate processes (SEG/SR encoding holds the GIL; keeps HTTP/DIMSE fast)",
     )
     ai_stable_seconds: float = Field(

@@ -281,7 +281,9 @@ class WorkerPool:
                     log.exception("heartbeat for job %d failed", job_id)
 
 
-def _process_main(settings_data: dict[str, Any], stop: Any, wake: Any, poll_seconds: float, threads: int) -> None:
+def _process_main(
+    settings_data: dict[str, Any], stop: Any, wake: Any, poll_seconds: float, threads: int, server_pid: int
+) -> None:
     """A worker process: its own archive connection and a one-thread pool, until ``stop`` is set."""
     from radsight.archive import Archive
     from radsight.config import Settings
@@ -292,6 +294,9 @@ def _process_main(settings_data: dict[str, Any], stop: Any, wake: Any, poll_seco
     pool.start()
     try:
         while not stop.is_set():
+            if os.getppid() != server_pid:  # the server died (SIGKILL): do not run on as an orphan
+                log.warning("the server process is gone; AI worker %d stops", os.getpid())
+                break
             if wake.wait(0.5):
                 wake.clear()
                 pool.wake()
@@ -324,9 +329,10 @@ class ProcessWorkerPool:
         self._stop.clear()
         _pools.add(self)  # type: ignore[arg-type]
         data = self.archive.settings.model_dump()
+        args = (data, self._stop, self._wake, self.poll_seconds, intra_op_threads(self.n), os.getpid())
         for i in range(self.n):
             p = self._ctx.Process(
-                target=_process_main, args=(data, self._stop, self._wake, self.poll_seconds, intra_op_threads(self.n)),
+                target=_process_main, args=args,
                 name=f"ai-worker-{i}", daemon=True,
             )
             p.start()
