@@ -24,6 +24,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,6 +214,25 @@ def _torch_predict(net: Any, x: np.ndarray, device: str) -> np.ndarray:
     return np.asarray(logits.argmax(dim=1)[0].cpu().numpy(), dtype=np.uint8)
 
 
+def work_dirs(out: Path) -> tuple[Path, Path]:
+    """Checkpoints (per package folder) and the prepared-volume cache (per generator version).
+
+    Under ``$XDG_CACHE_HOME/radsight`` (``~/.cache/radsight``), never in the package: a package
+    holds no pickles. The cache key covers the generator's source and the model grid, so a
+    changed generator never serves stale volumes.
+    """
+    import hashlib
+
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "radsight"
+    run = hashlib.sha256(str(Path(out).resolve()).encode()).hexdigest()[:8]
+    generator = hashlib.sha256(Path(synth_ct.__file__).read_bytes() + repr((SPACING, HU_LOW, HU_HIGH)).encode())
+    ckpt_dir = root / "checkpoints" / f"{MODEL_NAME}-{run}"
+    cache_dir = root / "cache" / f"synth-ct-{generator.hexdigest()[:8]}"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    return ckpt_dir, cache_dir
+
+
 def train(
     data: str,
     out: Path,
@@ -223,12 +243,13 @@ def train(
     resume: bool = False,
     max_steps: int | None = None,
 ) -> Path:
-    """Train on ``data``, export ONNX + metadata + model card into ``out/package``; returns that folder.
+    """Train on ``data``; write the package (ONNX, metadata, model card) into ``out``; returns ``out``.
 
     One epoch = one random crop per training volume (two thirds centred on an organ). Validation
     (sliding window, Dice on the 3 mm grid) every ``val_every`` epochs; early stopping after 4
-    validations without improvement of the mean Dice; checkpoints ``out/checkpoints/last.pt`` and
-    ``best.pt``; ``resume`` continues from ``last.pt``. ``RADSIGHT_TRAIN_THREADS`` sets torch's
+    validations without improvement of the mean Dice; checkpoints ``last.pt`` and ``best.pt`` in
+    :func:`work_dirs` (with ``history.json`` and the held-out evaluation); ``resume`` continues
+    from ``last.pt``. ``RADSIGHT_TRAIN_THREADS`` sets torch's
     CPU threads (default 1: the machine is shared).
     """
     try:
@@ -242,7 +263,7 @@ def train(
     torch.set_num_threads(int(os.environ.get("RADSIGHT_TRAIN_THREADS", "1")))
     torch.manual_seed(seed)
     out = Path(out)
-    ckpt_dir, cache_dir = out / "checkpoints", out / "cache"
+    ckpt_dir, cache_dir = work_dirs(out)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     cache_dir.mkdir(parents=True, exist_ok=True)
     spec = model_spec()
@@ -364,16 +385,16 @@ def train(
             )
     if (ckpt_dir / "best.pt").is_file():
         net.load_state_dict(torch.load(ckpt_dir / "best.pt", map_location=device, weights_only=False)["model"])
-    (out / "history.json").write_text(json.dumps(state["history"], indent=2) + "\n", encoding="utf-8")
+    (ckpt_dir / "history.json").write_text(json.dumps(state["history"], indent=2) + "\n", encoding="utf-8")
 
-    package_dir = out / "package"
+    package_dir = out
     export_package(net.cpu().eval(), package_dir)
     # Held-out synthetic volumes (seeds never trained on) through the serving path, for the card.
-    n_eval = 24 if not isinstance(source, Path) and source[1] >= 24 else 2
-    metrics = evaluate(package_dir, f"synthetic:{n_eval}", out / "eval", by="phase")
+    n_eval = 20 if not isinstance(source, Path) and source[1] >= 20 else 2
+    metrics = evaluate(package_dir, f"synthetic:{n_eval}", ckpt_dir / "eval", by="phase")
     write_card(
         package_dir,
-        out,
+        ckpt_dir,
         data=data,
         epochs=epochs,
         seed=seed,
@@ -407,16 +428,21 @@ def export_package(net: Any, package_dir: Path, *, atol: float = 1e-3) -> ModelP
     package_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = package_dir / WEIGHTS_FILE
     example = torch.rand(1, 1, *PATCH)
-    torch.onnx.export(
-        net,
-        (example,),
-        str(onnx_path),
-        input_names=["input"],
-        output_names=["logits"],
-        opset_version=17,
-        dynamo=False,
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-    )
+    with warnings.catch_warnings():
+        # The TorchScript exporter (dynamo=False: no onnxscript needed) warns that it is legacy, and
+        # that InstanceNorm exports with per-instance statistics, which is what it computes in eval too.
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*instance_norm.*")
+        torch.onnx.export(
+            net,
+            (example,),
+            str(onnx_path),
+            input_names=["input"],
+            output_names=["logits"],
+            opset_version=17,
+            dynamo=False,
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )
     with torch.no_grad():
         expected = net(example).numpy()
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -562,6 +588,7 @@ def evaluate(package_dir: Path, data: str, out_dir: Path, *, by: str | None = No
         )
     metrics = _summary(rows, split)
     result: dict[str, Any] = {
+        "n": len(rows),
         "model": f"{package.metadata.name} {package.metadata.version}",
         "data": data,
         "split": split,
@@ -616,7 +643,7 @@ def _plot_metrics(rows: list[dict[str, Any]], path: Path) -> None:
 
 def write_card(
     package_dir: Path,
-    out: Path,
+    work_dir: Path,
     *,
     data: str,
     epochs: int,
@@ -627,14 +654,14 @@ def write_card(
     val_cases: int,
     wall_s: float,
 ) -> None:
-    """The model card (radsight.train.card) with held-out metrics, subgroups and plots."""
+    """The model card (radsight.train.card) with held-out metrics, subgroups and plots (from ``work_dir/eval``)."""
     import shutil
 
     from radsight.train.card import write_model_card
 
     plots = []
-    if (out / "eval" / "metrics.png").is_file():
-        shutil.copy(out / "eval" / "metrics.png", package_dir / "metrics.png")
+    if (work_dir / "eval" / "metrics.png").is_file():
+        shutil.copy(work_dir / "eval" / "metrics.png", package_dir / "metrics.png")
         plots.append("metrics.png")
     card = {
         "name": MODEL_NAME,
@@ -682,8 +709,8 @@ def write_card(
         ],
         "plots": plots,
         "reproduce": (
-            'python -c "from pathlib import Path; from radsight.train.segmentation import train; '
-            f"train('{data}', Path('runs/ct-organs'), epochs={epochs}, seed={seed})\""
+            f"RADSIGHT_TRAIN_THREADS=1 radsight train segmentation {data} --out {MODEL_NAME} --epochs {epochs} "
+            f"--seed {seed}\nradsight evaluate {MODEL_NAME} synthetic:20 --by phase --out evaluation"
         ),
     }
     write_model_card(package_dir, card)
