@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,3 +110,28 @@ def test_engine_start_installs_the_distribution_models(tmp_path: Path, db_url: s
             assert (pkg.path / "model-card.md").is_file(), f"{name} ships without a model card"
     finally:
         on.close()
+
+
+def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RADSIGHT_")}
+    return subprocess.run([sys.executable, "-m", "radsight", "model", *args, "--home", str(home)],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_cli_lists_and_reinstalls_shipped_models(tmp_path: Path) -> None:
+    shipped = registry.builtin_packages()
+    if not shipped:
+        pytest.skip("no model ships in src/radsight/models yet")
+    home = tmp_path / "home"
+    listing = subprocess.run([sys.executable, "-m", "radsight", "model", "shipped"], capture_output=True, text=True,
+                             timeout=300)
+    assert listing.returncode == 0, listing.stderr
+    names = {line.split("\t")[0] for line in listing.stdout.splitlines()}
+    assert names == {load_package(p).metadata.name for p in shipped}
+    folder = shipped[0].name
+    added = _cli(home, "add", f"builtin:{folder}")
+    assert added.returncode == 0, added.stderr
+    installed = _cli(home, "list")
+    assert load_package(shipped[0]).metadata.name in installed.stdout
+    missing = _cli(home, "add", "builtin:no-such-model")
+    assert missing.returncode == 1 and "no model 'no-such-model' ships with RadSight" in missing.stderr

@@ -14,14 +14,23 @@ app = typer.Typer(help="Manage AI model packages.", no_args_is_help=True)
 
 @app.command("add")
 def model_add(
-    path: Annotated[Path, typer.Argument(help="Model package: a folder or a .zip")],
+    path: Annotated[
+        Path, typer.Argument(help="Model package: a folder or a .zip; builtin:NAME for one shipped with RadSight")
+    ],
     replace: Annotated[bool, typer.Option("--replace", help="Replace another installed version")] = False,
     home: HomeOpt = None,
 ) -> None:
     """Validate and install a model package (one active version per model name)."""
     from radsight.ai.package import ModelPackageError
-    from radsight.ai.registry import install
+    from radsight.ai.registry import builtin_dir, install
 
+    if str(path).startswith("builtin:"):
+        name = str(path).removeprefix("builtin:")
+        path = builtin_dir() / name
+        if not path.is_dir() or "/" in name:
+            console.print(f"[red]no model {name!r} ships with RadSight (see `radsight model shipped`)[/red]",
+                          highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
     archive = open_archive(home)
     try:
         model = install(archive, path, replace=replace)
@@ -90,3 +99,18 @@ def model_enable(name: str, home: HomeOpt = None) -> None:
 def model_disable(name: str, home: HomeOpt = None) -> None:
     """Disable a model: never routed nor run, but kept installed."""
     _set_enabled(name, False, home)
+
+
+@app.command("shipped")
+def model_shipped() -> None:
+    """List the models that ship with RadSight (installed by `serve` unless an admin removed them)."""
+    from radsight.ai.package import ModelPackageError, load_package
+    from radsight.ai.registry import builtin_packages
+
+    for folder in builtin_packages():
+        try:
+            meta = load_package(folder, check_onnx=False).metadata
+        except ModelPackageError as exc:
+            print(f"{folder.name}\tbroken: {exc}")
+            continue
+        print(f"{meta.name}\t{meta.version}\t{meta.task}\tbuiltin:{folder.name}")
