@@ -7,8 +7,8 @@ above the package's critical threshold, a dark one near 0 (routine). So the prio
 text, the alert and the live events all come from the real pipeline; nothing is mocked.
 Assertions are on the DOM of real rendered rows and on pixels (the critical badge's colour);
 ``window.__radsight`` only says when to look. ``RADSIGHT_SCREENSHOTS=1`` also writes
-screenshots (reading worklist, locked viewer, dashboard) in docs/screenshots/. One server for the module; SQLite (the front end
-does not depend on the database backend).
+screenshots (reading worklist, locked viewer, dashboard) in docs/screenshots/. One server for
+the module; SQLite (the front end does not depend on the database backend).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ __all__ = ["browser"]  # fixture used here
 MODEL = "cxr-test"
 READERS = {"alice": "alice-secret-1", "bob": "bob-secret-12"}
 DX_CLASS = UID("1.2.840.10008.5.1.4.1.1.1.1")  # Digital X-Ray Image Storage - For Presentation
+MODEL_CARD = "# cxr-test\n\nIntended use: testing the worklist. Trained on nothing; mean brightness.\n"
 LIVE_BUDGET_S = 20.0  # arrival -> AI -> priority -> event -> row on top, on 2 shared cores
 
 
@@ -124,7 +125,9 @@ def wl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServe
     url = f"sqlite:///{home / 'index.sqlite'}"
     # The model is installed before the engine starts, as an operator would.
     a = Archive.open(Settings(home=home / "home", database_url=url))
-    registry.install(a, make_classification_package(home / "pkg", name=MODEL, version="1.0.0"))
+    package = make_classification_package(home / "pkg", name=MODEL, version="1.0.0")
+    (package / "model-card.md").write_text(MODEL_CARD, encoding="utf-8")
+    registry.install(a, package)
     with a.db.session() as s:
         for user, password in READERS.items():
             add_user(s, user, password, "radiologist")
@@ -284,8 +287,15 @@ def test_claim_by_one_reader_shows_locked_for_another(
             no_page_errors(bob_viewer)
         finally:
             ctx_b.close()
-        # Sign-off with the finding still pending: the server says which, the page shows it.
+        # The finding's model card, from the findings panel.
         viewer.wait_for_selector(".finding", timeout=TIMEOUT_MS)
+        viewer.click(".finding .model-card-link")
+        viewer.wait_for_function(
+            "document.querySelector('#model-card pre')?.textContent.includes('Intended use')", timeout=TIMEOUT_MS
+        )
+        assert viewer.locator("#model-card pre").inner_text().strip() == MODEL_CARD.strip()
+        viewer.click("#model-card button[aria-label=Close]")
+        # Sign-off with the finding still pending: the server says which, the page shows it.
         viewer.click("#sign-off")
         viewer.wait_for_function("document.querySelector('#sign-error').textContent.length > 0", timeout=TIMEOUT_MS)
         assert "Cannot sign off" in viewer.locator("#sign-error").inner_text()
@@ -318,6 +328,12 @@ def test_leaving_the_viewer_releases_the_claim(
         f"document.querySelector(\"tr[data-study-uid='{study}']\")?.dataset.status === 'in_progress'",
         timeout=TIMEOUT_MS,
     )
+    # The reader raises the order priority: bob's list shows it live (STAT is urgent by default).
+    viewer.select_option("#order-priority", "STAT")
+    bob.wait_for_function(
+        f"document.querySelector(\"tr[data-study-uid='{study}'] .order\")?.textContent === 'STAT'", timeout=TIMEOUT_MS
+    )
+    assert row(bob, study).get_attribute("data-priority") == "urgent"
     viewer.goto(wl_server.base_url + "/")  # pagehide -> release (fetch keepalive)
     bob.wait_for_function(
         f"document.querySelector(\"tr[data-study-uid='{study}']\")?.dataset.status === 'unread'", timeout=TIMEOUT_MS
