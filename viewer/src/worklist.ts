@@ -561,6 +561,12 @@ function startLive(): void {
     },
   });
   hook.live = live.state;
+  // Back from the back-forward cache (e.g. from the viewer): events were not delivered meanwhile.
+  window.addEventListener('pageshow', (e) => {
+    if (!e.persisted) return;
+    void banner.reload().then(() => (hook.alerts = banner.count()));
+    if (state.mode === 'reading') void searchWorklist(true);
+  });
 }
 
 void me().then((u) => {

@@ -179,6 +179,11 @@ export function initReading(host: ReadingHost, state: ReadingState): void {
     stopHeartbeat();
   });
 
+  // Back to this page from the browser's back-forward cache: the claim was released on leaving.
+  window.addEventListener('pageshow', (e) => {
+    if (e.persisted && (state.claim === 'mine' || state.claim === 'locked') && !state.signed) void doClaim();
+  });
+
   void me().then((u) => (username = u?.username ?? ''));
   void doClaim();
 
