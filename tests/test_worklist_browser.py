@@ -377,6 +377,15 @@ def test_dashboard_draws_one_box_per_priority_group(
         assert ((img[..., 0] > 150) & (img[..., 1] < 110) & (img[..., 2] < 110)).sum() > 50
         if _screenshots():
             page.screenshot(path=str(_screenshot_dir() / "dashboard.png"))
+        # A range of days before any arrival: nothing to plot.
+        page.fill("#range input[name=since]", "2020-01-01")
+        page.fill("#range input[name=until]", "2020-01-31")
+        page.click("#range button[type=submit]")
+        page.wait_for_function(
+            "document.querySelectorAll('#turnaround-plot rect.box').length === 0", timeout=TIMEOUT_MS
+        )
+        assert page.locator("#note").inner_text().startswith("0 studies")
+        assert "since=2020-01-01" in page.url
         no_page_errors(page)
     finally:
         ctx.close()

@@ -179,7 +179,7 @@ function renderSummary(stats: Record<Priority, Record<MetricKey, Stat>>): void {
 async function load(): Promise<void> {
   statusEl.textContent = 'Loading…';
   try {
-    const body = await api<Row[] | { studies?: Row[]; rows?: Row[]; items?: Row[]; summary?: Summary }>('GET', '/api/turnaround');
+    const body = await api<Row[] | { studies?: Row[]; rows?: Row[]; items?: Row[]; summary?: Summary }>('GET', `/api/turnaround?${rangeParams()}`);
     const rows = Array.isArray(body) ? body : (body.studies ?? body.rows ?? body.items ?? []);
     const server = Array.isArray(body) ? undefined : body.summary;
     const sign = METRICS[2];
@@ -199,6 +199,31 @@ async function load(): Promise<void> {
   }
   hook.loaded = true;
 }
+
+const rangeForm = document.querySelector<HTMLFormElement>('#range')!;
+
+/** Studies that arrived in [from 00:00, to + 1 day 00:00), local days; kept in the URL. */
+function rangeParams(): URLSearchParams {
+  const f = new FormData(rangeForm);
+  const p = new URLSearchParams();
+  const day = (k: string) => String(f.get(k) ?? '');
+  if (day('since')) p.set('since', new Date(`${day('since')}T00:00`).toISOString());
+  if (day('until')) p.set('until', new Date(new Date(`${day('until')}T00:00`).getTime() + 86_400_000).toISOString());
+  return p;
+}
+
+const fromUrl = new URLSearchParams(location.search);
+for (const k of ['since', 'until']) {
+  const input = rangeForm.elements.namedItem(k) as HTMLInputElement;
+  input.value = fromUrl.get(k) ?? '';
+}
+rangeForm.addEventListener('submit', (e) => {
+  e.preventDefault();
+  const p = new URLSearchParams();
+  for (const [k, v] of new FormData(rangeForm)) if (String(v)) p.set(k, String(v));
+  history.replaceState(null, '', p.size ? `${location.pathname}?${p}` : location.pathname);
+  void load();
+});
 
 void me().then((u) => {
   if (u) document.querySelector('#user')!.textContent = u.username;
