@@ -153,7 +153,8 @@ def fit_calibration(logits: np.ndarray, targets: np.ndarray) -> tuple[float, flo
     """Temperature T and bias c minimising the validation NLL of sigmoid(z / T + c).
 
     The bias undoes the prior shift that the class-weighted loss introduces; T alone
-    (temperature scaling, Guo et al. 2017) cannot move the curve sideways.
+    (temperature scaling, Guo et al. 2017) cannot move the curve sideways. T is kept in
+    [0.05, 20] and c in [-10, 10]: on a separable validation set the NLL has no minimum.
     """
     z = torch.from_numpy(logits.astype(np.float64))
     y = torch.from_numpy(targets.astype(np.float64))
@@ -163,12 +164,20 @@ def fit_calibration(logits: np.ndarray, targets: np.ndarray) -> tuple[float, flo
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(z / log_t.exp() + c, y)
+        loss = F.binary_cross_entropy_with_logits(z / _temperature(log_t) + _bias(c), y)
         loss.backward()
         return loss
 
     opt.step(closure)
-    return float(log_t.exp().item()), float(c.item())
+    return float(_temperature(log_t).item()), float(_bias(c).item())
+
+
+def _temperature(log_t: torch.Tensor) -> torch.Tensor:
+    return log_t.clamp(math.log(0.05), math.log(20.0)).exp()
+
+
+def _bias(c: torch.Tensor) -> torch.Tensor:
+    return c.clamp(-10.0, 10.0)
 
 
 def _checkpoint_dir(cfg: TrainConfig) -> Path:
@@ -243,6 +252,7 @@ def train(cfg: TrainConfig) -> Path:
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     last, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
     epoch, step, best_auc, stale = 0, 0, -1.0, 0
+    trained_before = 0.0  # seconds of training in earlier runs (--resume)
     history: list[dict[str, float]] = []
     if cfg.resume and last.is_file():
         state = torch.load(last, map_location=device, weights_only=False)
@@ -251,6 +261,7 @@ def train(cfg: TrainConfig) -> Path:
         sched.load_state_dict(state["scheduler"])
         epoch, step, best_auc, stale = state["epoch"], state["step"], state["best_auc"], state["stale"]
         history = state["history"]
+        trained_before = float(state.get("train_seconds", 0.0))
         torch.set_rng_state(state["torch_rng"])
         console.print(f"resumed from {last} at epoch {epoch}, step {step}, best validation AUC {best_auc:.4f}")
 
@@ -287,7 +298,8 @@ def train(cfg: TrainConfig) -> Path:
                 stale += 1
             _save(last, {"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                          "epoch": epoch, "step": step, "best_auc": best_auc, "stale": stale, "history": history,
-                         "torch_rng": torch.get_rng_state()})
+                         "torch_rng": torch.get_rng_state(),
+                         "train_seconds": trained_before + time.time() - started})
             bar.update(task, epoch=epoch + 1, auc=f"{auc:.4f} (best {best_auc:.4f})")
             console.log(f"epoch {epoch}: train loss {running / max(seen, 1):.4f}, validation AUC {auc:.4f}")
     stopped = "early stopping" if stale >= cfg.patience else ("max steps" if step >= total_steps else "epochs")
@@ -315,13 +327,15 @@ def train(cfg: TrainConfig) -> Path:
     # Validation metrics through ONNX Runtime: exactly what serving computes.
     report = evallib.evaluate_package(package.path, [samples[i] for i in val_idx], out_dir=cfg.out / "plots",
                                       inputs=x_val, split="validation", plot_prefix="validation-")
-    duration = time.time() - started
+    duration = trained_before + time.time() - started
     card: dict[str, Any] = {
         "name": cfg.name,
         "version": cfg.version,
         "task": "classification (binary: pneumonia vs normal), with a class activation map",
-        "summary": "A compact ResNet (5 stages, 0.5 M parameters) trained from scratch on the Kermany et al. "
-                   "paediatric chest X-ray set; outputs a calibrated pneumonia probability and a CAM heatmap.",
+        "summary": f"A compact ResNet (stem + {len(net.blocks)} residual blocks, "
+                   f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters) trained from scratch on the "
+                   "Kermany et al. paediatric chest X-ray set; outputs a calibrated pneumonia probability and a "
+                   "class activation map (CAM) heatmap.",
         "intended_use": INTENDED_USE,
         "data": {
             "source": f"{cfg.data} (Kermany, Zhang, Goldbaum 2018, CC BY 4.0)",
@@ -345,7 +359,8 @@ def train(cfg: TrainConfig) -> Path:
             "stopped_by": stopped,
             "steps": step,
             "seed": cfg.seed,
-            "device": f"{cfg.device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+            "device": f"{cfg.device} ({platform.processor() or platform.machine()}, "
+                      f"threads: {torch.get_num_threads()})",
             "duration_s": round(duration, 1),
             "torch": torch.__version__,
             "onnx_parity_max_abs_diff": parity,
