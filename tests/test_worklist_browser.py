@@ -309,6 +309,13 @@ def test_claim_by_one_reader_shows_locked_for_another(
             f"document.querySelector(\"tr[data-study-uid='{study}']\")?.dataset.status === 'read'", timeout=TIMEOUT_MS
         )
         assert "Read by alice" in status.inner_text()
+        # bob narrows his list to what alice read.
+        bob.fill("#wl-filters input[name=reader]", "alice")
+        bob.select_option("#wl-filters select[name=status]", "read")
+        bob.wait_for_function("document.querySelectorAll('#studies tbody tr').length === 1", timeout=TIMEOUT_MS)
+        assert row(bob, study).count() == 1 and "reader=alice" in bob.url
+        bob.click("#wl-filters button[type=reset]")
+        bob.wait_for_function("document.querySelectorAll('#studies tbody tr').length >= 3", timeout=TIMEOUT_MS)
         no_page_errors(viewer)
     finally:
         ctx.close()
