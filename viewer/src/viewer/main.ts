@@ -753,6 +753,7 @@ async function start(): Promise<void> {
         const slot = activeSlot();
         if (slot) await showSeries(slot, uid);
       },
+      refreshSeries: refreshSeriesList,
       errors: state.errors,
     });
     return m;

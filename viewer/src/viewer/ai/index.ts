@@ -8,6 +8,7 @@ import { closablePanel } from '../panel';
 import type { LoadedSeries, SeriesInfo } from '../series';
 import { AI_NOTICE, type Finding, decide, fetchFindings, fmtValue, renderFinding } from './findingsPanel';
 import { type Heatmap, drawHeatmap, parseParametricMap } from './heatmap';
+import { type RunState, RunError, followJobs, isActive, jobText, requestRun, studyJobs, type JobView } from './runAi';
 import { type AiSegmentation, applyStyle, createSegmentation, showInViewport } from './segmentation';
 import './ai.css';
 
@@ -28,6 +29,8 @@ export interface AiHost {
   slots: () => AiSlot[];
   /** Show a series in the active viewport (back to a stack layout if needed). */
   showSeries: (seriesUID: string) => Promise<void>;
+  /** Re-read the study's series (QIDO-RS) into `seriesList` and redraw the series panel. */
+  refreshSeries: () => Promise<void>;
   errors: string[];
 }
 
@@ -43,13 +46,15 @@ export interface AiState {
   segLoadMs: number[];
   /** The longest gap between animation frames while AI overlays loaded (a frozen page shows here). */
   maxFrameGapMs: number;
+  /** "Run AI": the status line, the jobs followed, runs finished. */
+  run: RunState;
 }
 
 const PMAP_CLASS = '1.2.840.10008.5.1.4.1.1.30';
 const AI_RE = /AI generated/i;
 
 let host!: AiHost;
-const aiState: AiState = { findings: 0, findingsApi: false, segmentations: [], heatmaps: 0, drawn: {}, busy: 0, segLoadMs: [], maxFrameGapMs: 0 };
+const aiState: AiState = { findings: 0, findingsApi: false, segmentations: [], heatmaps: 0, drawn: {}, busy: 0, segLoadMs: [], maxFrameGapMs: 0, run: { message: '', jobs: [], finished: 0 } };
 
 // While overlays load, measure how long the page goes without painting.
 let watching = false;
@@ -102,13 +107,143 @@ export function initAi(h: AiHost): void {
   notice.textContent = AI_NOTICE;
   findingsList = document.createElement('div');
   findingsList.className = 'findings';
+  const run = document.createElement('div');
+  run.className = 'ai-run';
+  runButton = document.createElement('button');
+  runButton.type = 'button';
+  runButton.id = 'ai-run';
+  runButton.textContent = 'Run AI';
+  runButton.title = "Run the installed models that match this study's series (POST /api/studies/{uid}/ai/run)";
+  runButton.addEventListener('click', () => void runAi());
+  runStatus = document.createElement('div');
+  runStatus.className = 'ai-run-status';
+  runStatus.setAttribute('role', 'status');
+  jobsList = document.createElement('ul');
+  jobsList.className = 'ai-jobs';
+  run.append(runButton, runStatus, jobsList);
   const h3 = document.createElement('h3');
   h3.textContent = 'Overlays';
   overlaysList = document.createElement('div');
   overlaysList.className = 'overlays';
-  panel.append(h2, notice, findingsList, h3, overlaysList);
+  panel.append(h2, notice, run, findingsList, h3, overlaysList);
   document.querySelector('.workspace')?.append(panel);
   findingsLoaded = loadFindings();
+  void followRunning();
+}
+
+// ---------------------------------------------------------------- Run AI
+
+let runButton: HTMLButtonElement;
+let runStatus: HTMLElement;
+let jobsList: HTMLElement;
+let following = false;
+
+function setRunMessage(text: string, kind: '' | 'error' | 'done' = ''): void {
+  aiState.run.message = text;
+  runStatus.textContent = text;
+  runStatus.dataset.kind = kind;
+}
+
+function showJobs(jobs: JobView[]): void {
+  aiState.run.jobs = jobs.map((j) => ({ id: j.id, model: j.model, state: j.state, error: j.error }));
+  jobsList.replaceChildren(
+    ...jobs.map((j) => {
+      const li = document.createElement('li');
+      li.className = `ai-job state-${j.state}`;
+      li.dataset.jobId = String(j.id);
+      li.dataset.state = j.state;
+      li.textContent = jobText(j);
+      return li;
+    }),
+  );
+}
+
+/** Follow `ids` (per study) to the end, then re-read series, findings and overlays. */
+async function follow(byStudy: Map<string, number[]>): Promise<void> {
+  following = true;
+  runButton.disabled = true;
+  try {
+    const shown = new Map<string, JobView[]>();
+    const update = () => showJobs([...shown.values()].flat());
+    const ended = await Promise.all(
+      [...byStudy].map(([uid, ids]) =>
+        followJobs(uid, ids, (jobs) => {
+          shown.set(uid, jobs);
+          update();
+          const n = [...shown.values()].flat();
+          const running = n.filter((j) => j.state === 'running').length;
+          setRunMessage(`AI running: ${running} running, ${n.filter((j) => j.state === 'queued').length} queued`);
+        }),
+      ),
+    );
+    const all = ended.flat();
+    const failed = all.filter((j) => j.state === 'failed').length;
+    setRunMessage('Loading the results…');
+    await refreshResults();
+    aiState.run.finished += 1;
+    setRunMessage(
+      failed ? `AI finished: ${all.length - failed} done, ${failed} failed` : `AI finished: ${all.length} job${all.length === 1 ? '' : 's'} done`,
+      failed ? 'error' : 'done',
+    );
+  } catch (err) {
+    setRunMessage(`Following the AI jobs failed: ${err instanceof Error ? err.message : String(err)}`, 'error');
+    error('AI jobs', err);
+  } finally {
+    following = false;
+    runButton.disabled = false;
+  }
+}
+
+async function runAi(): Promise<void> {
+  if (following) return;
+  runButton.disabled = true;
+  setRunMessage('Queuing…');
+  const byStudy = new Map<string, number[]>();
+  const refused: string[] = [];
+  try {
+    for (const uid of host.studyUIDs) {
+      try {
+        const jobs = await requestRun(uid);
+        byStudy.set(uid, jobs.map((j) => j.id));
+      } catch (err) {
+        if (!(err instanceof RunError)) throw err;
+        // 422: no installed model matches; 404: no AI engine / unknown study; 403: not allowed.
+        refused.push(err.status === 404 && /Not Found/i.test(err.message) ? 'This server has no AI engine.' : err.message);
+      }
+    }
+  } catch (err) {
+    refused.push(err instanceof Error ? err.message : String(err));
+  }
+  if (!byStudy.size) {
+    showJobs([]);
+    setRunMessage(`AI not run: ${refused.join('; ')}`, 'error');
+    runButton.disabled = false;
+    return;
+  }
+  await follow(byStudy);
+  if (refused.length) setRunMessage(`${aiState.run.message}; not run: ${refused.join('; ')}`, 'error');
+}
+
+/** Jobs already queued or running when the page opened (the arrival trigger): follow them too. */
+async function followRunning(): Promise<void> {
+  try {
+    const byStudy = new Map<string, number[]>();
+    for (const uid of host.studyUIDs) {
+      const active = (await studyJobs(uid)).filter(isActive);
+      if (active.length) byStudy.set(uid, active.map((j) => j.id));
+    }
+    if (byStudy.size && !following) await follow(byStudy);
+  } catch {
+    /* no jobs API on this server */
+  }
+}
+
+/** New result series, findings and overlays after jobs ended, without a reload. */
+async function refreshResults(): Promise<void> {
+  await host.refreshSeries();
+  findingsLoaded = loadFindings();
+  await findingsLoaded;
+  for (const slot of host.slots()) if (slot.series) await onViewportShown(slot.id);
 }
 
 async function loadFindings(): Promise<void> {
