@@ -9,7 +9,7 @@ import type { LoadedSeries, SeriesInfo } from '../series';
 import { AI_NOTICE, type Finding, decide, fetchFindings, fmtValue, renderFinding } from './findingsPanel';
 import { type Heatmap, drawHeatmap, parseParametricMap } from './heatmap';
 import { type RunState, RunError, followJobs, isActive, jobText, requestRun, studyJobs, type JobView } from './runAi';
-import { type AiSegmentation, applyStyle, createSegmentation, showInViewport } from './segmentation';
+import { type AiSegmentation, type SegDecodeStats, applyStyle, createSegmentation, showInViewport, warmSegWorker } from './segmentation';
 import './ai.css';
 
 export interface AiSlot {
@@ -46,6 +46,10 @@ export interface AiState {
   segLoadMs: number[];
   /** The longest gap between animation frames while AI overlays loaded (a frozen page shows here). */
   maxFrameGapMs: number;
+  /** Per SEG: the longest main-thread task (PerformanceObserver 'longtask') while it loaded. */
+  segLongestTaskMs: number[];
+  /** Per SEG: worker or adapter, and the time each part took. */
+  segDecode: SegDecodeStats[];
   /** "Run AI": the status line, the jobs followed, runs finished. */
   run: RunState;
 }
@@ -54,7 +58,7 @@ const PMAP_CLASS = '1.2.840.10008.5.1.4.1.1.30';
 const AI_RE = /AI generated/i;
 
 let host!: AiHost;
-const aiState: AiState = { findings: 0, findingsApi: false, segmentations: [], heatmaps: 0, drawn: {}, busy: 0, segLoadMs: [], maxFrameGapMs: 0, run: { message: '', jobs: [], finished: 0 } };
+const aiState: AiState = { findings: 0, findingsApi: false, segmentations: [], heatmaps: 0, drawn: {}, busy: 0, segLoadMs: [], maxFrameGapMs: 0, segLongestTaskMs: [], segDecode: [], run: { message: '', jobs: [], finished: 0 } };
 
 // While overlays load, measure how long the page goes without painting.
 let watching = false;
@@ -70,7 +74,26 @@ function watchFrames(): void {
   };
   requestAnimationFrame(tick);
 }
+// Long tasks (> 50 ms on the main thread), kept to find the longest one during each SEG load.
+const longTasks: { start: number; end: number }[] = [];
+function observeLongTasks(): void {
+  try {
+    new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) longTasks.push({ start: e.startTime, end: e.startTime + e.duration });
+    }).observe({ type: 'longtask', buffered: true });
+  } catch {
+    /* no Long Tasks API (Firefox, Safari): the frame gap still says it */
+  }
+}
+function longestTask(from: number, to: number): number {
+  let max = 0;
+  for (const t of longTasks) if (t.end > from && t.start < to) max = Math.max(max, t.end - t.start);
+  return Math.round(max);
+}
+
 const segs = new Map<string, Promise<AiSegmentation | undefined>>();
+/** When the first SEG of the current overlay load was asked for (the long-task window's start). */
+let segLoadStart: number | undefined;
 const heatmaps = new Map<string, Promise<Heatmap | undefined>>();
 let findings: Finding[] = [];
 let findingsLoaded: Promise<void> = Promise.resolve();
@@ -96,6 +119,8 @@ export function isAiSeries(s: SeriesInfo): boolean {
 export function initAi(h: AiHost): void {
   host = h;
   (window as unknown as { __radsight: { ai?: AiState } }).__radsight.ai = aiState;
+  observeLongTasks();
+  warmSegWorker();
   const panel = document.createElement('aside');
   panel.id = 'ai-panel';
   panel.className = 'ai-panel';
@@ -372,13 +397,19 @@ function getSeg(series: LoadedSeries, inst: DicomJsonDataset, source: LoadedSeri
   if (!p) {
     p = (async () => {
       const t0 = performance.now();
+      segLoadStart ??= t0;
       const part10 = await host.client.retrieveInstance(series.studyUID, series.seriesUID, sop);
-      const seg = await createSegmentation(part10, source.imageIds, {
-        sop,
-        seriesUID: series.seriesUID,
-        sourceSeriesUID: source.seriesUID,
-        label: series.description || str(inst, '00620002') || 'Segmentation',
-      });
+      const seg = await createSegmentation(
+        part10,
+        source.imageIds,
+        {
+          sop,
+          seriesUID: series.seriesUID,
+          sourceSeriesUID: source.seriesUID,
+          label: series.description || str(inst, '00620002') || 'Segmentation',
+        },
+        (st) => aiState.segDecode.push(st),
+      );
       aiState.segLoadMs.push(Math.round(performance.now() - t0));
       renderOverlayControls();
       return seg;
@@ -441,6 +472,12 @@ export async function onViewportShown(slotId: string): Promise<void> {
     error('AI overlays', err);
   } finally {
     aiState.busy -= 1;
+    const from = segLoadStart;
+    if (aiState.busy === 0 && from !== undefined) {
+      segLoadStart = undefined;
+      // From the SEG request to its labelmap drawn; long-task entries arrive after the task.
+      setTimeout(() => aiState.segLongestTaskMs.push(longestTask(from, performance.now())), 300);
+    }
   }
 }
 
