@@ -27,7 +27,7 @@ Parameters (all in :class:`CaseParams`; ranges are those :func:`sample_params` d
   default 2.2-3.4 to keep training data small).
 - ``body_lr`` / ``body_ap`` (mm, 150-200 / 105-145): outer semi-axes of the abdomen (habitus).
 - ``fat_mm`` (mm, 6-45): subcutaneous fat thickness (anterior and lateral; 0.6x posterior).
-- ``muscle_mm`` (mm, 7-14): abdominal wall muscle thickness.
+- ``muscle_mm`` (mm, 7-20): abdominal wall muscle thickness.
 - ``height_scale`` (0.88-1.12): craniocaudal scale of the whole anatomy.
 - ``dome_z`` (mm, 360-420 x height_scale): right hemidiaphragm dome above the symphysis.
 - ``liver_scale`` (0.85-1.15), ``spleen_scale`` (0.75-1.3), ``kidney_scale`` (0.85-1.12): organ
@@ -35,14 +35,16 @@ Parameters (all in :class:`CaseParams`; ranges are those :func:`sample_params` d
 - ``right_kidney_drop`` (mm, 5-25): the right kidney sits lower than the left.
 - ``fov_lr_factor`` (0.9-1.25) and ``fov_ap_factor`` (1.05-1.3): field of view / body size (under 1
   crops the flanks, as in the real example).
-- ``z_top`` / ``z_length`` (mm): the scanned range, ``z_top`` in ``dome_z`` + [-60, +60],
-  ``z_length`` 120-380.
+- ``z_top`` / ``z_length`` (mm): the scanned range, ``z_top`` in ``dome_z`` + [-90, +60],
+  ``z_length`` 120-420 (the real example runs from the pelvis to just below the dome).
 - ``noise_hu`` (HU, 6-22 at 3 mm; scaled by sqrt(3 / slice_thickness)): scanner noise,
   slightly correlated (Gaussian kernel, sigma 0.6 voxel).
 - ``texture_hu`` (HU, 3-10): smooth correlated parenchymal texture (sigma 2 voxels).
 - ``hu``: the tissue intensities drawn for this case (one value per tissue from
   :data:`TISSUE_HU`).
-- ``n_small_bowel`` (15-40): small-bowel loops; ``stomach_fill`` (gas fraction 0-1).
+- ``n_small_bowel`` (20-50): small-bowel loops down into the pelvis, 20 % gas-filled, 40 % fluid,
+  40 % collapsed (solid soft tissue as dense as an organ: teaches that density alone is not
+  an organ); ``stomach_fill`` (gas fraction 0-1).
 """
 
 from __future__ import annotations
@@ -64,8 +66,8 @@ LABELS: dict[int, str] = {1: "liver", 2: "spleen", 3: "right kidney", 4: "left k
 ORGAN_VOLUME_ML: dict[str, tuple[float, float]] = {
     "liver": (900.0, 2600.0),
     "spleen": (80.0, 450.0),
-    "right kidney": (90.0, 260.0),
-    "left kidney": (90.0, 260.0),
+    "right kidney": (80.0, 260.0),
+    "left kidney": (80.0, 260.0),
 }
 
 # Mean HU per tissue per phase: (low, high); one value per case is drawn uniformly.
@@ -246,7 +248,7 @@ def sample_params(
     dome = float(rng.uniform(360, 420)) * hs
     thickness = float(rng.uniform(*thickness_range))
     thickness = float(overrides.get("slice_thickness", thickness))
-    z_length = float(rng.uniform(120, 380))
+    z_length = float(rng.uniform(120, 420))
     if max_slices is not None:
         z_length = min(z_length, max_slices * thickness)
     hu_ranges = {**COMMON_HU, **TISSUE_HU[phase]}
@@ -263,7 +265,7 @@ def sample_params(
         body_lr=float(rng.uniform(150, 200)),
         body_ap=float(rng.uniform(105, 145)),
         fat_mm=float(rng.uniform(6, 45)),
-        muscle_mm=float(rng.uniform(7, 14)),
+        muscle_mm=float(rng.uniform(7, 20)),
         height_scale=hs,
         dome_z=dome,
         liver_scale=float(rng.uniform(0.85, 1.15)),
@@ -275,11 +277,11 @@ def sample_params(
         right_kidney_drop=float(rng.uniform(5, 25)),
         fov_lr_factor=float(rng.uniform(0.9, 1.25)),
         fov_ap_factor=float(rng.uniform(1.05, 1.3)),
-        z_top=dome + float(rng.uniform(-60, 60)),
+        z_top=dome + float(rng.uniform(-90, 60)),
         z_length=z_length,
         noise_hu=float(rng.uniform(6, 22)),
         texture_hu=float(rng.uniform(3, 10)),
-        n_small_bowel=int(rng.integers(15, 41)),
+        n_small_bowel=int(rng.integers(20, 51)),
         stomach_fill=float(rng.uniform(0, 1)),
         hu=hu,
     )
@@ -516,15 +518,29 @@ def _paint_body(scene: _Scene, p: CaseParams) -> None:
                 sl[processes] = _T["cortical_bone"]
         else:
             sl[sacrum] = _T["cancellous_bone"]
-        if z < 190 * hs:  # pelvis: iliac wings, femoral heads, pubis
+        if z < 190 * hs:  # pelvis: gluteal and iliacus muscles, iliac wings, femoral heads, pubis
             wing_x = 0.55 * lr + 0.12 * (z - 120 * hs)
+            bulk = float(np.clip((190 * hs - z) / 90.0, 0, 1))
             for side in (-1, 1):
-                wing = (
-                    (np.abs(x2 - side * wing_x) < 6.0 + 4.0 * (z < 100 * hs))
-                    & (y2 > spine_y - 55.0)
-                    & (y2 < spine_y + 15.0)
-                )
-                sl[wing & cavity] = _T["cortical_bone"]
+                glute = ((x2 - side * (wing_x + 12.0)) / (15.0 + 25.0 * bulk)) ** 2 + (
+                    (y2 - spine_y - 18.0) / (18.0 + 22.0 * bulk)
+                ) ** 2 < 1
+                sl[glute & outer] = _T["muscle"]
+                iliacus = ((x2 - side * (wing_x - 18.0)) / 14.0) ** 2 + (
+                    (y2 - spine_y + 20.0) / (20.0 * bulk + 5)
+                ) ** 2 < 1
+                sl[iliacus & cavity] = _T["muscle"]
+            for side in (-1, 1):
+                # Iliac wing: a plate flaring from beside the sacrum (posterior, medial) to the
+                # anterior superior iliac spine (anterior, lateral); distance to that segment.
+                p0 = np.array([side * 45.0, spine_y + 15.0])
+                p1 = np.array([side * (wing_x + 10.0), spine_y - 55.0])
+                d = p1 - p0
+                t_seg = np.clip(((x2 - p0[0]) * d[0] + (y2 - p0[1]) * d[1]) / float(d @ d), 0, 1)
+                dist = np.hypot(x2 - p0[0] - t_seg * d[0], y2 - p0[1] - t_seg * d[1])
+                wing = dist < 4.0 + 3.0 * (z < 100 * hs)
+                sl[wing & muscle] = _T["cortical_bone"]
+                sl[(dist < 1.5 + 2.0 * (z < 100 * hs)) & muscle] = _T["cancellous_bone"]
                 if z < 70 * hs:
                     sl[(((x2 - side * 0.55 * lr) ** 2 + (y2 + 0.05 * ap) ** 2) < 24.0**2) & muscle] = _T[
                         "cancellous_bone"
@@ -587,14 +603,16 @@ def _paint_organs(scene: _Scene, p: CaseParams) -> None:
     _tube(scene, colon, float(rng.uniform(18, 26)), "stomach_wall", soft)
     _tube(scene, colon, float(rng.uniform(13, 16)), "feces", {"stomach_wall"})
     for _ in range(p.n_small_bowel):
-        c = (rng.uniform(-0.55, 0.55) * lr, rng.uniform(-0.75, 0.1) * ap, rng.uniform(90 * hs, kz_left + 10))
+        c = (rng.uniform(-0.6, 0.6) * lr, rng.uniform(-0.75, 0.1) * ap, rng.uniform(40 * hs, kz_left + 10))
         r = float(rng.uniform(9, 17))
         got = scene.ellipsoid(c, (r * rng.uniform(1, 2.2), r, r), (0, 0, float(rng.uniform(0, 180))))
         if got is None:
             continue
         box, rad = got
         scene.paint(box, rad < 1, "bowel_wall", soft)
-        scene.paint(box, rad < 0.7, "gas" if rng.uniform() < 0.2 else "fluid", {"bowel_wall"})
+        content = rng.uniform()
+        if content < 0.6:  # else a collapsed loop: solid soft tissue, as dense as an organ
+            scene.paint(box, rad < 0.7, "gas" if content < 0.2 else "fluid", {"bowel_wall"})
     # Stomach: left upper quadrant, anterior; gas rises anteriorly (small y) above a fluid level.
     st_c = (0.3 * lr + rng.uniform(-15, 15), -0.35 * ap + rng.uniform(-10, 10), dome - 80.0 * hs + rng.uniform(-15, 15))
     got = scene.ellipsoid(st_c, (50.0, 35.0, 55.0), (0, 0, -30.0), wobble=0.15)
