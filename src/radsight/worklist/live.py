@@ -24,9 +24,11 @@ from typing import Any
 
 import anyio
 
+from radsight.index.models import WorklistAlert
 from radsight.worklist import events
 from radsight.worklist.alerts import alert_dict
 from radsight.worklist.priority import Rules
+from radsight.worklist.query import items_for
 
 Rendered = tuple[int, str, str]  # (id, event type, JSON data)
 _OVERFLOW: Rendered = (-1, "", "")
@@ -34,9 +36,6 @@ _OVERFLOW: Rendered = (-1, "", "")
 
 def render(session: Any, batch: list[events.Event], rules: Rules) -> list[Rendered]:
     """SSE data for each event: the study's current worklist item, or the alert (with the item)."""
-    from radsight.index.models import WorklistAlert
-    from radsight.worklist.query import items_for
-
     items = items_for(session, sorted({e.study_instance_uid for e in batch if e.study_instance_uid}), rules)
     out: list[Rendered] = []
     for e in batch:

@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 
 from radsight.ai.jobs import aware
 from radsight.index.models import Study, WorklistAlert, WorklistStudy
-from radsight.worklist.alerts import alert_dict
 from radsight.worklist.priority import Rules, level_name, level_number, score
 from radsight.worklist.service import IN_PROGRESS, READ, STATUSES, UNREAD, effective_status, lapsed_claim_filter
 
@@ -201,7 +200,3 @@ def worklist(
     ).all()
     alerts = _alerts_by_study(session, [r.study_instance_uid for r, _ in rows])
     return total, [item_dict(r, st, alerts.get(r.study_instance_uid), rules, now) for r, st in rows]
-
-
-def alert_view(a: WorklistAlert) -> dict[str, Any]:
-    return alert_dict(a)
