@@ -369,6 +369,7 @@ def _load_big_seg(page: Page, server: RunningServer, study: str, worker: bool, f
     return state(  # type: ignore[no-any-return]
         page,
         "({load: s.ai.segLoadMs[0], gap: Math.round(s.ai.maxFrameGapMs), longest: s.ai.segLongestTaskMs[0],"
+        " decodeLongest: s.ai.segLongestTaskSplit[0].decode, drawLongest: s.ai.segLongestTaskSplit[0].draw,"
         " worker: s.ai.segDecode[0].workerMs ?? null, build: s.ai.segDecode[0].buildMs ?? null})",
     )
 

@@ -46,8 +46,12 @@ export interface AiState {
   segLoadMs: number[];
   /** The longest gap between animation frames while AI overlays loaded (a frozen page shows here). */
   maxFrameGapMs: number;
-  /** Per SEG: the longest main-thread task (PerformanceObserver 'longtask') while it loaded. */
+  /** Per overlay load with a SEG: the longest main-thread task (PerformanceObserver 'longtask')
+   * from the SEG's request to its labelmap drawn (0: none over 50 ms). */
   segLongestTaskMs: number[];
+  /** The same split: request -> labelmap registered (fetch, parse, unpack, labelmap images), and
+   * registered -> drawn (segmentation state, first labelmap render). */
+  segLongestTaskSplit: { decode: number; draw: number }[];
   /** Per SEG: worker or adapter, and the time each part took. */
   segDecode: SegDecodeStats[];
   /** "Run AI": the status line, the jobs followed, runs finished. */
@@ -58,7 +62,7 @@ const PMAP_CLASS = '1.2.840.10008.5.1.4.1.1.30';
 const AI_RE = /AI generated/i;
 
 let host!: AiHost;
-const aiState: AiState = { findings: 0, findingsApi: false, segmentations: [], heatmaps: 0, drawn: {}, busy: 0, segLoadMs: [], maxFrameGapMs: 0, segLongestTaskMs: [], segDecode: [], run: { message: '', jobs: [], finished: 0 } };
+const aiState: AiState = { findings: 0, findingsApi: false, segmentations: [], heatmaps: 0, drawn: {}, busy: 0, segLoadMs: [], maxFrameGapMs: 0, segLongestTaskMs: [], segLongestTaskSplit: [], segDecode: [], run: { message: '', jobs: [], finished: 0 } };
 
 // While overlays load, measure how long the page goes without painting.
 let watching = false;
@@ -79,7 +83,7 @@ const longTasks: { start: number; end: number }[] = [];
 function observeLongTasks(): void {
   try {
     new PerformanceObserver((list) => {
-      for (const e of list.getEntries()) longTasks.push({ start: e.startTime, end: e.startTime + e.duration });
+      for (const e of list.getEntries()) longTasks.push({ start: Math.round(e.startTime), end: Math.round(e.startTime + e.duration) });
     }).observe({ type: 'longtask', buffered: true });
   } catch {
     /* no Long Tasks API (Firefox, Safari): the frame gap still says it */
@@ -94,6 +98,7 @@ function longestTask(from: number, to: number): number {
 const segs = new Map<string, Promise<AiSegmentation | undefined>>();
 /** When the first SEG of the current overlay load was asked for (the long-task window's start). */
 let segLoadStart: number | undefined;
+let segRegisteredAt = 0;
 const heatmaps = new Map<string, Promise<Heatmap | undefined>>();
 let findings: Finding[] = [];
 let findingsLoaded: Promise<void> = Promise.resolve();
@@ -120,6 +125,7 @@ export function initAi(h: AiHost): void {
   host = h;
   (window as unknown as { __radsight: { ai?: AiState } }).__radsight.ai = aiState;
   observeLongTasks();
+  (aiState as unknown as { longTasks: unknown }).longTasks = longTasks;
   warmSegWorker();
   const panel = document.createElement('aside');
   panel.id = 'ai-panel';
@@ -410,7 +416,8 @@ function getSeg(series: LoadedSeries, inst: DicomJsonDataset, source: LoadedSeri
         },
         (st) => aiState.segDecode.push(st),
       );
-      aiState.segLoadMs.push(Math.round(performance.now() - t0));
+      segRegisteredAt = performance.now();
+      aiState.segLoadMs.push(Math.round(segRegisteredAt - t0));
       renderOverlayControls();
       return seg;
     })().catch((err) => {
@@ -476,7 +483,12 @@ export async function onViewportShown(slotId: string): Promise<void> {
     if (aiState.busy === 0 && from !== undefined) {
       segLoadStart = undefined;
       // From the SEG request to its labelmap drawn; long-task entries arrive after the task.
-      setTimeout(() => aiState.segLongestTaskMs.push(longestTask(from, performance.now())), 300);
+      const registered = segRegisteredAt;
+      setTimeout(() => {
+        const now = performance.now();
+        aiState.segLongestTaskSplit.push({ decode: longestTask(from, registered), draw: longestTask(registered, now) });
+        aiState.segLongestTaskMs.push(longestTask(from, now));
+      }, 300);
     }
   }
 }

@@ -161,7 +161,9 @@ export async function createSegmentation(
   let decoded: Decoded | undefined;
   let fallback: string | undefined;
   if (useWorker && typeof Worker !== 'undefined') {
+    performance.mark('seg:decode-start');
     const reply = await decodeInWorker(part10, sourceGeometry(sourceImageIds));
+    performance.mark('seg:worker-reply');
     if (reply.ok) {
       const t0 = performance.now();
       const imageIds = await labelmapImages(sourceImageIds, reply.result);
@@ -184,6 +186,7 @@ export async function createSegmentation(
     visible: true,
   }));
   const segmentationId = `seg:${ids.sop}:${ids.sourceSeriesUID}`;
+  performance.mark('seg:images-built');
   segmentation.addSegmentations([
     {
       segmentationId,
@@ -194,6 +197,7 @@ export async function createSegmentation(
       },
     },
   ]);
+  performance.mark('seg:registered');
   return { segmentationId, ...ids, segments, opacity: 0.5, viewports: new Set() };
 }
 
@@ -202,7 +206,9 @@ export async function showInViewport(seg: AiSegmentation, viewportId: string): P
   // Viewport ids are reused across layouts: ask the segmentation state, not a local record.
   const shown = segmentation.state.getSegmentationRepresentations(viewportId, { segmentationId: seg.segmentationId, type: Labelmap });
   if (!shown?.length) {
+    performance.mark('seg:add-representation');
     await segmentation.addLabelmapRepresentationToViewport(viewportId, [{ segmentationId: seg.segmentationId }]);
+    performance.mark('seg:representation-added');
   }
   seg.viewports.add(viewportId);
   applyStyle(seg, viewportId);
