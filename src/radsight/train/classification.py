@@ -193,7 +193,8 @@ def _save(path: Path, state: dict[str, Any]) -> None:
 def reproduce_command(cfg: TrainConfig) -> str:
     parts = ["radsight", "train", "classification", cfg.data, "--out", str(cfg.out)]
     parts += ["--size", str(cfg.size), "--epochs", str(cfg.epochs), "--batch-size", str(cfg.batch_size)]
-    parts += ["--lr", str(cfg.lr), "--seed", str(cfg.seed), "--device", cfg.device]
+    parts += ["--lr", str(cfg.lr), "--patience", str(cfg.patience), "--val-fraction", str(cfg.val_fraction)]
+    parts += ["--seed", str(cfg.seed), "--device", cfg.device]
     if cfg.threads:
         parts += ["--threads", str(cfg.threads)]
     return shlex.join(parts)
