@@ -3,6 +3,8 @@ filters; claims (409 for a second reader, expiry); sign-off needing decisions; t
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -401,3 +403,62 @@ def test_rest_claim_locks_for_another_reader_and_sign_needs_decisions(
         row_ = next(r for r in report["studies"] if r["StudyInstanceUID"] == uid)
         assert row_["minutes"]["arrival_to_sign"] >= 0 and row_["signed_by"] == READER
         assert report["summary"]["routine"]["arrival_to_sign"]["n"] >= 1
+
+
+def test_studies_stored_before_the_worklist_ran_get_rows_at_attach(archive: Archive, tmp_path: Path) -> None:
+    before = store_study(archive, tmp_path)  # no listener yet: as with `radsight import` and no server
+    with archive.db.session() as s:
+        assert s.scalar(select(WorklistStudy).where(WorklistStudy.study_instance_uid == before)) is None
+    service.attach(archive)
+    r = row(archive, before)
+    assert (r.status, r.priority_level) == ("unread", priority.ROUTINE) and r.arrived_at is not None
+    assert service.backfill(archive) == 0
+
+
+def test_two_readers_racing_for_one_study_get_one_winner(wl: Archive, tmp_path: Path) -> None:
+    uid = store_study(wl, tmp_path)
+    outcomes: dict[str, str] = {}
+    start = threading.Barrier(4)
+
+    def take(user: str) -> None:
+        start.wait()
+        try:
+            service.claim(wl, uid, user)
+            outcomes[user] = "claimed"
+        except service.ClaimConflict as exc:
+            outcomes[user] = str(exc)
+
+    threads = [threading.Thread(target=take, args=(f"reader{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [u for u, o in outcomes.items() if o == "claimed"]
+    assert len(winners) == 1 and row(wl, uid).claimed_by == winners[0]
+    assert all(o.startswith(f"claimed by {winners[0]} since ") for u, o in outcomes.items() if u not in winners)
+    assert event_types(wl, uid).count("status-changed") == 1
+
+
+def test_turnaround_percentiles() -> None:
+    from radsight.worklist.turnaround import percentile
+
+    assert percentile([], 0.5) is None
+    assert percentile([7.0], 0.9) == 7.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
+    assert percentile(list(map(float, range(11))), 0.9) == pytest.approx(9.0)
+
+
+def test_live_feed_waits_at_an_id_gap_then_skips_it() -> None:
+    from radsight.worklist.live import EventFeed
+
+    feed = EventFeed(lambda: None, priority.Rules(), gap_seconds=0.2)
+    now = datetime.now(UTC)
+
+    def ev(i: int) -> events.Event:
+        return events.Event(i, events.STUDY_UPDATED, "1.2.3", {}, now)
+
+    # 12 is not visible yet (a transaction that took its id earlier commits later): stop before it.
+    assert [e.id for e in feed._until_gap(10, [ev(11), ev(13)])] == [11]
+    assert [e.id for e in feed._until_gap(11, [ev(13)])] == []
+    time.sleep(0.25)  # it never appeared (a rolled-back insert): go on
+    assert [e.id for e in feed._until_gap(11, [ev(13), ev(14)])] == [13, 14]

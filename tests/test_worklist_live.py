@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -121,9 +122,9 @@ class SSEClient:
                 return e
 
     def close(self) -> None:
+        """Stop reading; the daemon thread ends at the next line (keep-alive) or when the server stops."""
         self._stop = True
         self._client.close()
-        self._thread.join(5)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -238,3 +239,60 @@ def test_sse_shows_arrival_ai_result_and_alert_and_the_webhook_is_retried(
         assert by_param.wait_for("ai-result", uid, timeout=5)["id"] == result["id"]
     finally:
         by_param.close()
+
+
+def test_two_dispatchers_send_each_attempt_once(tmp_path: Path, db_url: str) -> None:
+    """Two servers' background threads on one database: the receiver sees each attempt once."""
+    from conftest import make_settings
+    from radsight.archive import Archive
+    from radsight.index.models import WorklistStudy
+    from radsight.worklist import alerts
+    from radsight.worklist.priority import CRITICAL, AIPriority
+
+    receiver = Receiver([])
+    archive = Archive.open(make_settings(tmp_path / "home", db_url, alert_webhook_url=receiver.url))
+    try:
+        now = datetime.now(UTC)
+        with archive.db.session() as s:
+            for i in range(5):
+                row = WorklistStudy(study_instance_uid=f"1.2.826.0.1.{i}", arrived_at=now, updated_at=now)
+                s.add(row)
+                s.flush()
+                alerts.raise_alert(s, row, AIPriority(CRITICAL, "m", "1", "Pneumonia", 0.95, 0))
+            s.commit()
+        start = threading.Barrier(2)
+
+        def dispatch() -> None:
+            start.wait()
+            alerts.deliver_due(archive)
+
+        threads = [threading.Thread(target=dispatch) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(b["StudyInstanceUID"] for b in receiver.bodies) == [f"1.2.826.0.1.{i}" for i in range(5)]
+        with archive.db.session() as s:
+            rows = s.scalars(select(WorklistAlert)).all()
+        assert [(a.webhook_state, a.attempts) for a in rows] == [("delivered", 1)] * 5
+    finally:
+        archive.close()
+        receiver.close()
+
+
+def test_many_clients_get_each_event_from_one_poller(live: tuple[RunningServer, Receiver], tmp_path: Path) -> None:
+    from dicom_factory import make_ct
+
+    server, _ = live
+    feeds = [SSEClient(server) for _ in range(25)]
+    try:
+        ds = make_ct(patient_id=f"MANY-{uuid.uuid4().hex[:8]}")
+        with server.client() as c:
+            sent = time.monotonic()
+            r = c.post("/dicomweb/studies", content=multipart([encode(ds)]), headers={"Content-Type": MULTIPART})
+            assert r.status_code == 200, r.text
+        got = [f.wait_for("study-added", str(ds.StudyInstanceUID), timeout=10) for f in feeds]
+        assert len({g["id"] for g in got}) == 1 and max(g["at"] for g in got) - sent < 5.0
+    finally:
+        for f in feeds:
+            f.close()
