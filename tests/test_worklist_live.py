@@ -1,6 +1,6 @@
 """The live worklist against a real server with the AI engine, on SQLite and PostgreSQL:
 Server-Sent Events (study-added within seconds of a STOW-RS upload, ai-result and alert after
-a real model run on a real chest X-ray, resume with Last-Event-ID), and the critical-finding
+a real model run on a real chest X-ray in an AI worker process, resume with Last-Event-ID), and the critical-finding
 webhook: a local HTTP receiver answers 500 then 200, so the alert is retried and delivered on
 the second attempt; acknowledging it records the user and the time."""
 
@@ -131,7 +131,8 @@ class SSEClient:
 def live(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[RunningServer, Receiver]]:
-    """A server with the AI engine and the worklist's background tasks, its webhook a Receiver."""
+    """A server with the AI engine (a worker process) and the worklist's background tasks, its
+    webhook a Receiver."""
     receiver = Receiver([500])
     home = tmp_path_factory.mktemp("live")
     gen = _pg_database() if request.param == "postgres" else None
@@ -143,6 +144,7 @@ def live(
         ai_stable_seconds=1.0,
         alert_webhook_url=receiver.url,
         alert_retry_base_seconds=0.5,
+        ai_worker_processes=True,  # the AI result is written by another process: the feed reads the database
     )
     tasks = WorklistTasks(running.archive, interval_seconds=0.2)
     tasks.start()
