@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from functools import partial
@@ -29,6 +30,8 @@ from radsight.worklist import events
 from radsight.worklist.alerts import alert_dict
 from radsight.worklist.priority import Rules
 from radsight.worklist.query import items_for
+
+log = logging.getLogger(__name__)
 
 Rendered = tuple[int, str, str]  # (id, event type, JSON data)
 _OVERFLOW: Rendered = (-1, "", "")
@@ -128,6 +131,7 @@ class EventFeed:
             try:
                 rendered, cursor = await anyio.to_thread.run_sync(self._read, self._cursor)
             except Exception:  # a database hiccup: try again at the next poll
+                log.warning("worklist event feed: reading events failed; retrying", exc_info=True)
                 await asyncio.sleep(self.poll_seconds)
                 continue
             self._cursor = cursor
