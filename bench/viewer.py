@@ -13,6 +13,14 @@ A-B-B-A. Both are measured the same way, in the page:
   WADO-RS ``/frames/`` requests), once every slice has been fetched.
 
     .venv/bin/python bench/viewer.py [--runs 3] [--json bench/results/viewer.json]
+
+Before / after a viewer change in the same run: keep a copy of the earlier build
+(``cp -r src/radsight/api/static/viewer /tmp/baseline-viewer``), build the new one, then
+
+    .venv/bin/python bench/viewer.py --baseline /tmp/baseline-viewer --viewers RadSight,baseline
+
+``baseline`` is a second ``radsight serve`` (its own home, the same files imported) running a
+copy of this source tree whose ``api/static/viewer`` is that earlier build.
 """
 
 from __future__ import annotations
@@ -122,12 +130,25 @@ def write_ct_series(nifti: Path, out: Path) -> int:
     return int(vol.shape[2])
 
 
-def start_radsight(work: Path, data: list[Path]) -> tuple[subprocess.Popen[bytes], str]:
+def baseline_tree(work: Path, assets: Path) -> Path:
+    """A copy of src/radsight whose built viewer is ``assets`` (an earlier build)."""
+    root = work / "baseline-src"
+    shutil.copytree(
+        REPO / "src" / "radsight", root / "radsight", ignore=shutil.ignore_patterns("__pycache__", "viewer")
+    )
+    shutil.copytree(assets, root / "radsight" / "api" / "static" / "viewer")
+    return root
+
+
+def start_radsight(work: Path, data: list[Path], pythonpath: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
     env = {**os.environ, "RADSIGHT_HOME": str(work / "home")}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    cli = [str(BIN / "python"), "-m", "radsight"]
     env.pop("RADSIGHT_DATABASE_URL", None)
     env.pop("RADSIGHT_CONFIG", None)
     subprocess.run(
-        [str(BIN / "radsight"), "user", "add", USER, "--role", "admin", "--password-stdin"],
+        [*cli, "user", "add", USER, "--role", "admin", "--password-stdin"],
         input=PASSWORD + "\n",
         text=True,
         env=env,
@@ -135,7 +156,7 @@ def start_radsight(work: Path, data: list[Path]) -> tuple[subprocess.Popen[bytes
         capture_output=True,
     )
     subprocess.run(
-        [str(BIN / "radsight"), "import", "--fill-missing-uids", *map(str, data)],
+        [*cli, "import", "--fill-missing-uids", *map(str, data)],
         env=env,
         check=True,
         capture_output=True,
@@ -145,7 +166,7 @@ def start_radsight(work: Path, data: list[Path]) -> tuple[subprocess.Popen[bytes
 
     port = free_port()
     proc = subprocess.Popen(
-        [str(BIN / "radsight"), "serve", "--http-port", str(port), "--dicom-port", str(free_port())],
+        [*cli, "serve", "--http-port", str(port), "--dicom-port", str(free_port())],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -185,7 +206,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "viewer.json")
+    ap.add_argument("--baseline", type=Path, help="an earlier build of the viewer (a copy of api/static/viewer)")
+    ap.add_argument("--viewers", default="RadSight,OHIF", help="two of RadSight, OHIF, baseline (A-B-B-A)")
     args = ap.parse_args()
+    viewers = args.viewers.split(",")
+    if "baseline" in viewers and not args.baseline:
+        ap.error("--viewers baseline needs --baseline DIR")
     from playwright.sync_api import sync_playwright
 
     work = Path(tempfile.mkdtemp(prefix="radsight-viewer-bench-"))
@@ -193,35 +219,50 @@ def main() -> None:
     n112 = write_ct_series(SHARED / "ct/totalsegmentator/example_ct.nii.gz", ct112)
     proc, base = start_radsight(work, [SHARED / "ct/totalsegmentator/example_ct_dicom", ct112])
     results: dict[str, Any] = {"runs": args.runs, "series": {}}
+    procs = [proc]
     try:
+        if "baseline" in viewers:
+            (work / "b").mkdir()
+            bproc, bbase = start_radsight(
+                work / "b", [SHARED / "ct/totalsegmentator/example_ct_dicom", ct112], baseline_tree(work, args.baseline)
+            )
+            procs.append(bproc)
+            btoken = httpx.post(f"{bbase}/api/auth/token", json={"username": USER, "password": PASSWORD}).json()
+            bcookie = {"name": "radsight_token", "value": btoken["access_token"], "url": bbase}
         token = httpx.post(f"{base}/api/auth/token", json={"username": USER, "password": PASSWORD}).json()
         cookie = {"name": "radsight_token", "value": token["access_token"], "url": base}
-        ohif_origin, httpd = serve_ohif(ohif_dist(), base)
+        httpd = None
+        if "OHIF" in viewers:
+            ohif_origin, httpd = serve_ohif(ohif_dist(), base)
         auth = (USER, PASSWORD)
+        lookup = {
+            "CT 20 slices, JPEG 2000 lossless": {"StudyDate": "20221208"},
+            f"CT {n112} slices, uncompressed": {"PatientID": "TS-CT112"},
+        }
         series = {
-            "CT 20 slices, JPEG 2000 lossless": (
-                httpx.get(f"{base}/dicomweb/studies", params={"StudyDate": "20221208"}, auth=auth).json()[0][
-                    "0020000D"
-                ]["Value"][0],
-                20,
-            ),
-            f"CT {n112} slices, uncompressed": (
-                httpx.get(f"{base}/dicomweb/studies", params={"PatientID": "TS-CT112"}, auth=auth).json()[0][
-                    "0020000D"
-                ]["Value"][0],
-                n112,
-            ),
+            name: (httpx.get(f"{base}/dicomweb/studies", params=q, auth=auth).json()[0]["0020000D"]["Value"][0], n)
+            for (name, q), n in zip(lookup.items(), (20, n112), strict=True)
         }
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             for name, (uid, frames) in series.items():
-                urls = {
-                    "RadSight": (f"{base}/viewer?StudyInstanceUIDs={uid}", cookie),
-                    "OHIF": (f"{ohif_origin}/viewer?StudyInstanceUIDs={uid}&token={token['access_token']}", None),
+                urls: dict[str, tuple[str, dict[str, Any] | None]] = {
+                    "RadSight": (f"{base}/viewer?StudyInstanceUIDs={uid}", cookie)
                 }
-                runs: dict[str, list[dict[str, float | None]]] = {k: [] for k in urls}
-                order = ["RadSight", "OHIF", "OHIF", "RadSight"] * ((args.runs + 1) // 2)
-                measure(browser, urls["RadSight"][0], frames, cookie)  # warm the server's caches once
+                if "OHIF" in viewers:
+                    urls["OHIF"] = (f"{ohif_origin}/viewer?StudyInstanceUIDs={uid}&token={token['access_token']}", None)
+                if "baseline" in viewers:
+                    # The same study in the second server (its UIDs may be filled differently).
+                    buid = httpx.get(f"{bbase}/dicomweb/studies", params=lookup[name], auth=auth).json()[0]["0020000D"][
+                        "Value"
+                    ][0]
+                    urls["baseline"] = (f"{bbase}/viewer?StudyInstanceUIDs={buid}", bcookie)
+                a, b = viewers[:2]
+                runs: dict[str, list[dict[str, float | None]]] = {k: [] for k in (a, b)}
+                order = [a, b, b, a] * ((args.runs + 1) // 2)
+                for v in (a, b):
+                    if v != "OHIF":
+                        measure(browser, urls[v][0], frames, urls[v][1])  # warm the server's caches once
                 for viewer in order[: 2 * args.runs]:
                     r = measure(browser, urls[viewer][0], frames, urls[viewer][1])
                     runs[viewer].append(r)
@@ -237,10 +278,12 @@ def main() -> None:
                     }
                 results["series"][name] = summary
             browser.close()
-        httpd.shutdown()
+        if httpd is not None:
+            httpd.shutdown()
     finally:
-        proc.terminate()
-        proc.wait(10)
+        for p in procs:
+            p.terminate()
+            p.wait(10)
         shutil.rmtree(work, ignore_errors=True)
     results["machine"] = {"cpus": os.cpu_count(), "chromium": CHROMIUM, "pydicom": pydicom.__version__}
     args.json.parent.mkdir(parents=True, exist_ok=True)

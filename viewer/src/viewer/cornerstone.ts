@@ -1,86 +1,52 @@
-// Cornerstone3D set-up: rendering, the DICOM image loader (decoding in web workers) and tools.
+// Cornerstone3D set-up: rendering and the DICOM image loader (decoding in web workers) first;
+// the tools (window/level, pan, zoom, measurements, crosshairs: toolsSetup.ts, about a third of
+// the start-up code) are imported once the first image is on screen.
 import { init as coreInit } from '@cornerstonejs/core';
 import { init as loaderInit } from '@cornerstonejs/dicom-image-loader';
-import * as tools from '@cornerstonejs/tools';
-
-const { MouseBindings } = tools.Enums;
 
 export const STACK_GROUP = 'radsight-stack';
 export const MPR_GROUP = 'radsight-mpr';
 
+// Tool names as the tools package registers them (`SomeTool.toolName`).
+export const ToolName = {
+  WindowLevel: 'WindowLevel',
+  Pan: 'Pan',
+  Zoom: 'Zoom',
+  StackScroll: 'StackScroll',
+  Length: 'Length',
+  Angle: 'Angle',
+  RectangleROI: 'RectangleROI',
+  EllipticalROI: 'EllipticalROI',
+  Crosshairs: 'Crosshairs',
+} as const;
+
 /** Tools the left mouse button can take, with their shortcut keys. */
 export const PRIMARY_TOOLS = [
-  { name: tools.WindowLevelTool.toolName, label: 'W/L', key: 'w' },
-  { name: tools.PanTool.toolName, label: 'Pan', key: 'p' },
-  { name: tools.ZoomTool.toolName, label: 'Zoom', key: 'z' },
-  { name: tools.LengthTool.toolName, label: 'Length', key: 'l' },
-  { name: tools.AngleTool.toolName, label: 'Angle', key: 'a' },
-  { name: tools.RectangleROITool.toolName, label: 'Rect ROI', key: 'b' },
-  { name: tools.EllipticalROITool.toolName, label: 'Ellipse ROI', key: 'e' },
+  { name: ToolName.WindowLevel, label: 'W/L', key: 'w' },
+  { name: ToolName.Pan, label: 'Pan', key: 'p' },
+  { name: ToolName.Zoom, label: 'Zoom', key: 'z' },
+  { name: ToolName.Length, label: 'Length', key: 'l' },
+  { name: ToolName.Angle, label: 'Angle', key: 'a' },
+  { name: ToolName.RectangleROI, label: 'Rect ROI', key: 'b' },
+  { name: ToolName.EllipticalROI, label: 'Ellipse ROI', key: 'e' },
 ] as const;
 
-export const MEASUREMENT_TOOLS = [
-  tools.LengthTool.toolName,
-  tools.AngleTool.toolName,
-  tools.RectangleROITool.toolName,
-  tools.EllipticalROITool.toolName,
-];
+export const MEASUREMENT_TOOLS: string[] = [ToolName.Length, ToolName.Angle, ToolName.RectangleROI, ToolName.EllipticalROI];
 
 export function initCornerstone(): void {
   coreInit();
   // Without cross-origin isolation the loader still works: it decodes in ordinary workers.
   loaderInit({ maxWebWorkers: Math.max(1, Math.min(navigator.hardwareConcurrency || 2, 4)) });
-  tools.init();
-  for (const T of [
-    tools.WindowLevelTool,
-    tools.PanTool,
-    tools.ZoomTool,
-    tools.StackScrollTool,
-    tools.LengthTool,
-    tools.AngleTool,
-    tools.RectangleROITool,
-    tools.EllipticalROITool,
-    tools.CrosshairsTool,
-  ]) {
-    tools.addTool(T);
-  }
-  createGroup(STACK_GROUP);
-  const mpr = createGroup(MPR_GROUP);
-  mpr.addTool(tools.CrosshairsTool.toolName);
 }
 
-function createGroup(id: string): tools.Types.IToolGroup {
-  const group = tools.ToolGroupManager.createToolGroup(id)!;
-  for (const t of PRIMARY_TOOLS) group.addTool(t.name);
-  group.addTool(tools.StackScrollTool.toolName);
-  group.setToolActive(tools.WindowLevelTool.toolName, { bindings: [{ mouseButton: MouseBindings.Primary }] });
-  group.setToolActive(tools.PanTool.toolName, { bindings: [{ mouseButton: MouseBindings.Auxiliary }] });
-  group.setToolActive(tools.ZoomTool.toolName, { bindings: [{ mouseButton: MouseBindings.Secondary }] });
-  group.setToolActive(tools.StackScrollTool.toolName, { bindings: [{ mouseButton: MouseBindings.Wheel }] });
-  for (const m of MEASUREMENT_TOOLS) group.setToolPassive(m);
-  return group;
-}
+export type ToolsModule = typeof import('./toolsSetup');
+let loading: Promise<ToolsModule> | undefined;
 
-/** Give the left mouse button to `toolName` in every tool group. */
-export function setPrimaryTool(toolName: string): void {
-  for (const id of [STACK_GROUP, MPR_GROUP]) {
-    const group = tools.ToolGroupManager.getToolGroup(id);
-    if (!group) continue;
-    const current = group.getActivePrimaryMouseButtonTool();
-    if (current === toolName) continue;
-    if (current) {
-      // Pan and zoom keep their other buttons; measurement tools stay passive (editable).
-      if (current === tools.PanTool.toolName) {
-        group.setToolActive(current, { bindings: [{ mouseButton: MouseBindings.Auxiliary }] });
-      } else if (current === tools.ZoomTool.toolName) {
-        group.setToolActive(current, { bindings: [{ mouseButton: MouseBindings.Secondary }] });
-      } else {
-        group.setToolPassive(current);
-      }
-    }
-    const bindings: { mouseButton: number }[] = [{ mouseButton: MouseBindings.Primary }];
-    if (toolName === tools.PanTool.toolName) bindings.push({ mouseButton: MouseBindings.Auxiliary });
-    if (toolName === tools.ZoomTool.toolName) bindings.push({ mouseButton: MouseBindings.Secondary });
-    group.setToolActive(toolName, { bindings });
-  }
+/** The tools module, imported and initialised once. */
+export function loadTools(): Promise<ToolsModule> {
+  loading ??= import('./toolsSetup').then((m) => {
+    m.initTools();
+    return m;
+  });
+  return loading;
 }

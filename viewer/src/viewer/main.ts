@@ -12,9 +12,8 @@ import {
   utilities,
   volumeLoader,
 } from '@cornerstonejs/core';
-import * as tools from '@cornerstonejs/tools';
 import { type DicomJsonDataset, DicomWebClient, Tag, formatDate, formatName, str } from '../dicomweb';
-import { MPR_GROUP, PRIMARY_TOOLS, STACK_GROUP, initCornerstone, setPrimaryTool } from './cornerstone';
+import { MPR_GROUP, PRIMARY_TOOLS, STACK_GROUP, ToolName, type ToolsModule, initCornerstone, loadTools } from './cornerstone';
 import { showHelp } from './help';
 import { type LoadedSeries, type SeriesInfo, loadSeries, seriesInfo } from './series';
 
@@ -103,9 +102,49 @@ const state: ViewerState = {
         zoom: vp?.getZoom?.() ?? 1,
       };
     }),
-  annotations: () => tools.annotation.state.getAllAnnotations().length,
+  annotations: () => tools?.tools.annotation.state.getAllAnnotations().length ?? 0,
 };
 (window as unknown as { __radsight: ViewerState }).__radsight = state;
+
+// The tools module arrives after the first image (or on the first action that needs it).
+let tools: ToolsModule | undefined;
+function toolsNow(): Promise<ToolsModule> {
+  return loadTools().then((t) => {
+    if (!tools) {
+      tools = t;
+      state.marks.tools = performance.now();
+      bindTools();
+      if (state.marks.firstImage !== undefined) state.firstImageMs ??= performance.now();
+      if (studyUIDs.length) void ai();
+    }
+    return t;
+  });
+}
+
+/** Put the current viewports in their tool group and start stack prefetch (once tools are here). */
+function bindTools(): void {
+  if (!tools) return;
+  const t = tools.tools;
+  const group = t.ToolGroupManager.getToolGroup(layout.mpr ? MPR_GROUP : STACK_GROUP)!;
+  for (const s of slots) {
+    if (!engine.getViewport(s.id)) continue;
+    // Viewports enabled before tools.init() missed its ELEMENT_ENABLED listener (mouse events,
+    // annotation layer): give them what it would have.
+    if (!t.store.state.enabledElements.includes(s.csEl)) {
+      t.store.addEnabledElement(new CustomEvent(Enums.Events.ELEMENT_ENABLED, { detail: { element: s.csEl, viewportId: s.id, renderingEngineId: engine.id } }) as never);
+    }
+    if (!group.getViewportIds().includes(s.id)) group.addViewport(s.id, engine.id);
+    if (!layout.mpr && s.series && !s.series.notImage && s.series.imageIds.length) tools.tools.utilities.stackPrefetch.enable(s.csEl);
+  }
+  updateToolbar();
+}
+
+function setPrimaryTool(name: string): void {
+  void toolsNow().then((t) => {
+    t.setPrimaryTool(name);
+    updateToolbar();
+  });
+}
 
 function activeSlot(): Slot | undefined {
   return slots[active];
@@ -184,8 +223,12 @@ function makeSlot(i: number): Slot {
     csEl.addEventListener(ev, () => updateOverlay(slot));
   }
   csEl.addEventListener(Enums.Events.IMAGE_RENDERED, () => {
-    if (state.firstImageMs === undefined && slot.series && !slot.series.notImage) {
-      state.firstImageMs = performance.now();
+    if (state.marks.firstImage === undefined && slot.series && !slot.series.notImage) {
+      state.marks.firstImage = performance.now();
+      // The hook's firstImageMs: on screen and interactive (tools bound).
+      if (tools) state.firstImageMs = state.marks.firstImage;
+      // The first image is on screen: now the tools, the AI panel, the prefetch.
+      else setTimeout(() => void toolsNow(), 0);
     }
   });
   return slot;
@@ -204,8 +247,8 @@ async function applyLayout(next: Layout, mprSeries?: LoadedSeries): Promise<void
   stopCine();
   const previous = slots.map((s) => s.series?.seriesUID).filter((u): u is string => !!u);
   for (const s of slots) {
-    tools.ToolGroupManager.getToolGroup(STACK_GROUP)?.removeViewports(engine.id, s.id);
-    tools.ToolGroupManager.getToolGroup(MPR_GROUP)?.removeViewports(engine.id, s.id);
+    tools?.tools.ToolGroupManager.getToolGroup(STACK_GROUP)?.removeViewports(engine.id, s.id);
+    tools?.tools.ToolGroupManager.getToolGroup(MPR_GROUP)?.removeViewports(engine.id, s.id);
     if (engine.getViewport(s.id)) engine.disableElement(s.id);
   }
   layout = next;
@@ -225,8 +268,7 @@ async function applyLayout(next: Layout, mprSeries?: LoadedSeries): Promise<void
       defaultOptions: next.mpr ? { orientation: orientations[i], background: [0, 0, 0] as Types.Point3 } : { background: [0, 0, 0] as Types.Point3 },
     })),
   );
-  const group = tools.ToolGroupManager.getToolGroup(next.mpr ? MPR_GROUP : STACK_GROUP)!;
-  for (const s of slots) group.addViewport(s.id, engine.id);
+  bindTools();
   updateToolbar();
   setActive(Math.min(active, count - 1));
   if (next.mpr && mprSeries) {
@@ -293,7 +335,8 @@ async function showSeries(slot: Slot, seriesUID: string): Promise<void> {
   slot.scroll.max = String(series.imageIds.length - 1);
   slot.scroll.value = '0';
   slot.scroll.hidden = series.imageIds.length < 2;
-  tools.utilities.stackPrefetch.enable(slot.csEl);
+  // Without tools yet: bindTools starts the prefetch once the first image is drawn.
+  if (tools) tools.tools.utilities.stackPrefetch.enable(slot.csEl);
   updateOverlay(slot);
   aiViewportShown(slot);
   if (!seriesList.some((x) => x.modality === 'SR')) return;
@@ -302,7 +345,7 @@ async function showSeries(slot: Slot, seriesUID: string): Promise<void> {
     .then((n) => {
       state.restoredMeasurements += n;
       if (n) {
-        tools.utilities.triggerAnnotationRenderForViewportIds([slot.id]);
+        void toolsNow().then((t) => t.tools.utilities.triggerAnnotationRenderForViewportIds([slot.id]));
         toast(`${n} saved measurement${n > 1 ? 's' : ''} restored`);
       }
     })
@@ -326,8 +369,8 @@ async function showVolume(series: LoadedSeries, orientations: Enums.OrientationA
     }
     engine.renderViewports(slots.map((s) => s.id));
     for (const s of slots) aiViewportShown(s);
-    setPrimaryTool(tools.CrosshairsTool.toolName);
-    updateToolbar();
+    await toolsNow();
+    setPrimaryTool(ToolName.Crosshairs);
   } catch (err) {
     for (const s of slots) showMessage(s, `MPR failed: ${describeError(err)}`, true);
     state.errors.push(describeError(err));
@@ -335,7 +378,30 @@ async function showVolume(series: LoadedSeries, orientations: Enums.OrientationA
 }
 
 // AI results (SEG labelmaps, heatmaps, finding marks, findings panel): src/viewer/ai, loaded on demand.
+// Imported after the first image (with the tools), or when the reading bar asks for findings.
 let aiModule: Promise<typeof import('./ai')> | undefined;
+function ai(): Promise<typeof import('./ai')> {
+  aiModule ??= import('./ai').then((m) => {
+    m.initAi({
+      client,
+      engine: () => engine,
+      studyUIDs,
+      seriesList,
+      getLoaded,
+      slots: () => slots,
+      showSeries: async (uid) => {
+        if (layout.mpr) await applyLayout(stackLayout);
+        const slot = activeSlot();
+        if (slot) await showSeries(slot, uid);
+      },
+      refreshSeries: refreshSeriesList,
+      errors: state.errors,
+    });
+    for (const s of slots) if (s.series && engine.getViewport(s.id)) void m.onViewportShown(s.id);
+    return m;
+  });
+  return aiModule;
+}
 function aiViewportShown(slot: Slot): void {
   void aiModule?.then((m) => m.onViewportShown(slot.id)).catch((err) => state.errors.push(`AI overlays: ${describeError(err)}`));
 }
@@ -489,7 +555,7 @@ function toggleCine(): void {
 
 async function toggleMpr(): Promise<void> {
   if (layout.mpr) {
-    setPrimaryTool(tools.WindowLevelTool.toolName);
+    (await toolsNow()).setPrimaryTool(ToolName.WindowLevel);
     await applyLayout(stackLayout);
     return;
   }
@@ -531,19 +597,15 @@ const ACTIONS: Action[] = [
     id: `tool:${t.name}`,
     label: t.label,
     key: t.key,
-    run: () => {
-      setPrimaryTool(t.name);
-      updateToolbar();
-    },
+    run: () => setPrimaryTool(t.name),
   })),
   {
-    id: `tool:${tools.CrosshairsTool.toolName}`,
+    id: `tool:${ToolName.Crosshairs}`,
     label: 'Crosshairs',
     key: 'x',
     run: () => {
       if (!layout.mpr) return toast('Crosshairs work in MPR (M).');
-      setPrimaryTool(tools.CrosshairsTool.toolName);
-      updateToolbar();
+      setPrimaryTool(ToolName.Crosshairs);
     },
   },
   ...PRESETS.map((p) => ({ id: `preset:${p.label}`, label: p.label, key: p.key, run: () => setWindow(p.ww, p.wc) })),
@@ -563,7 +625,7 @@ const ACTIONS: Action[] = [
   { id: 'help', label: 'Help', key: '?', run: () => showHelp(ACTIONS) },
 ];
 
-const SEPARATE_BEFORE = new Set([`tool:${tools.CrosshairsTool.toolName}`, 'preset:Soft tissue', 'invert', 'layout:1x1', 'save']);
+const SEPARATE_BEFORE = new Set([`tool:${ToolName.Crosshairs}`, 'preset:Soft tissue', 'invert', 'layout:1x1', 'save']);
 
 function buildToolbar(): void {
   toolbar.replaceChildren();
@@ -584,8 +646,8 @@ function buildToolbar(): void {
 }
 
 function updateToolbar(): void {
-  const group = tools.ToolGroupManager.getToolGroup(layout.mpr ? MPR_GROUP : STACK_GROUP);
-  const primary = group?.getActivePrimaryMouseButtonTool();
+  const group = tools?.tools.ToolGroupManager.getToolGroup(layout.mpr ? MPR_GROUP : STACK_GROUP);
+  const primary = group?.getActivePrimaryMouseButtonTool() ?? ToolName.WindowLevel;
   for (const b of toolbar.querySelectorAll<HTMLButtonElement>('button')) {
     const id = b.dataset.action ?? '';
     if (id.startsWith('tool:')) b.classList.toggle('active', id === `tool:${primary}`);
@@ -740,24 +802,6 @@ async function start(): Promise<void> {
   if (!seriesList.length) {
     setStatus('This study has no series.');
   }
-  aiModule = import('./ai').then((m) => {
-    m.initAi({
-      client,
-      engine: () => engine,
-      studyUIDs,
-      seriesList,
-      getLoaded,
-      slots: () => slots,
-      showSeries: async (uid) => {
-        if (layout.mpr) await applyLayout(stackLayout);
-        const slot = activeSlot();
-        if (slot) await showSeries(slot, uid);
-      },
-      refreshSeries: refreshSeriesList,
-      errors: state.errors,
-    });
-    return m;
-  });
   if (studyUIDs.length === 1) {
     // The reading workflow (claim, heartbeat, release, sign-off, priority, alerts) is per study.
     state.reading = { claim: 'none', holder: null, heartbeats: 0, signed: false, lastError: '' };
@@ -766,7 +810,7 @@ async function start(): Promise<void> {
       m.initReading(
         {
           studyUID: studyUIDs[0],
-          findings: async () => (await aiModule!).currentFindings(),
+          findings: async () => (await ai()).currentFindings(),
           toast,
         },
         readingState,
@@ -774,6 +818,9 @@ async function start(): Promise<void> {
     );
   }
   await applyLayout(layout);
+  // No image to wait for (a study of SRs only, a series that failed): the tools now.
+  if (!slots.some((s) => s.series && !s.series.notImage && s.series.imageIds.length)) void toolsNow();
+  else setTimeout(() => void toolsNow(), 5000); // and in any case (an image that never renders)
   new ResizeObserver(() => engine.resize(true, true)).observe(grid);
 }
 
