@@ -6,6 +6,7 @@ sliding window on ONNX Runtime, see radsight.train.segmentation.segment).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,14 @@ def test_a_few_training_steps_make_a_package_the_engine_accepts(
     np.testing.assert_allclose(got, expected, atol=1e-3)
     assert (ckpt_dir / "last.pt").is_file()
     assert not list(package_dir.glob("*.pt"))
+    # The held-out evaluation behind the card: per-organ Dice / HD95 with CIs, subgroups by phase.
+    report = json.loads((ckpt_dir / "eval" / "metrics.json").read_text())
+    assert report["n"] == 2 and (ckpt_dir / "eval" / "metrics.png").is_file()
+    for name in LABELS.values():
+        dice = report["metrics"][f"dice {name}"]
+        assert len(dice["ci95"]) == 2 and "held out" in dice["split"]
+        assert f"hd95_mm {name}" in report["metrics"]
+    assert set(report["subgroups"]["phase"]) <= {"non_contrast", "arterial", "portal_venous"}
 
 
 def test_shipped_package_segments_a_generated_volume() -> None:
