@@ -44,7 +44,8 @@ def run_server(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> I
         home / "home", url, ai=True, ai_stable_seconds=3600, ai_retry_backoff_seconds=0.2, ai_builtin_models=False
     )
     try:
-        import_paths(running.archive.ingest, [shared_data / "ct/totalsegmentator/example_ct_dicom"], fill_missing_uids=True)
+        import_paths(running.archive.ingest, [shared_data / "ct/totalsegmentator/example_ct_dicom"],
+                     fill_missing_uids=True)
         yield running
     finally:
         stop()  # type: ignore[operator]
@@ -84,7 +85,8 @@ def test_run_ai_button_queues_follows_and_draws_the_result_without_reload(
     assert f"{MODEL} v1.0" in item.inner_text() and "Dense tissue" in item.inner_text()
     # The new SEG / SR / map series are in the series panel, the SEG is on the CT viewport.
     page.wait_for_function(
-        "window.__radsight.ai.busy === 0 && window.__radsight.ai.segmentations.some((s) => s.viewports.includes('vp-0'))",
+        "window.__radsight.ai.busy === 0"
+        " && window.__radsight.ai.segmentations.some((s) => s.viewports.includes('vp-0'))",
         timeout=TIMEOUT_MS,
     )
     assert page.locator(".series-item.ai-series").count() >= 2
