@@ -102,6 +102,9 @@ class Label(BaseModel):
     # Urgency levels for the worklist (issue: AI-prioritised worklist): probability thresholds.
     urgency: dict[Literal["critical", "urgent", "routine"], float] = Field(default_factory=dict)
     color: list[int] | None = Field(default=None, description="Display colour RGB 0-255")
+    # An organ is one connected structure: stray voxels elsewhere are removed before the SEG,
+    # volumes and SR are made (what MONAI's KeepLargestConnectedComponent does in training code).
+    largest_component_only: bool = False
 
     @field_validator("color")
     @classmethod

@@ -91,6 +91,7 @@ def _segment(volume: Volume, package: ModelPackage, uids: ResultUIDs) -> tuple[P
         raise PipelineError(f"{meta.name}: labels {too_high} have no channel in {out.name!r} ({probs.shape[0]})")
     # argmax on the model grid, then nearest-neighbour back onto the source rows/columns/slices.
     labelmap = preprocess.to_shape(np.argmax(probs, axis=0).astype(np.uint8), volume.array.shape, order=0)
+    labelmap = postprocess.keep_largest_components(labelmap, meta.labels)
     shown = _positive_label(meta)
     probability = preprocess.to_shape(probs[shown.index], volume.array.shape, order=1).astype(np.float32)
     stats = postprocess.label_statistics(labelmap, volume, meta.labels, hu=volume.modality == "CT")

@@ -34,6 +34,28 @@ class LabelStatistics:
     slices: list[int] = field(default_factory=list)  # source slices holding the label
 
 
+def keep_largest_components(labelmap: np.ndarray, labels: Sequence[Label]) -> np.ndarray:
+    """Set to background every component but the largest of each ``largest_component_only`` label.
+
+    numpy/scipy version of MONAI's ``KeepLargestConnectedComponent`` (which needs torch; serving
+    does not install it), with the same 26-connectivity as the statistics below.
+    """
+    out = labelmap
+    for lab in labels:
+        if not lab.largest_component_only or lab.index == 0:
+            continue
+        mask = labelmap == lab.index
+        components, n = ndimage.label(mask, structure=_STRUCTURE)
+        if n <= 1:
+            continue
+        sizes = np.bincount(components.ravel())
+        sizes[0] = 0
+        if out is labelmap:
+            out = labelmap.copy()
+        out[mask & (components != int(np.argmax(sizes)))] = 0
+    return out
+
+
 def label_statistics(
     labelmap: np.ndarray, volume: Volume, labels: Sequence[Label], *, hu: bool
 ) -> list[LabelStatistics]:
@@ -73,8 +95,9 @@ def measurements(stats: LabelStatistics) -> list[dict[str, Any]]:
     m: list[dict[str, Any]] = [
         {"name": "Volume", "value": stats.volume_ml, "unit": "mL"},
         {"name": "Voxel count", "value": stats.voxel_count, "unit": "voxels"},
-        {"name": "Lesion count", "value": stats.component_count, "unit": "count"},
     ]
+    if not stats.label.largest_component_only:  # an organ is one structure: no count of pieces
+        m.append({"name": "Lesion count", "value": stats.component_count, "unit": "count"})
     if stats.mean_hu is not None and stats.max_hu is not None:
         m.append({"name": "Mean attenuation", "value": stats.mean_hu, "unit": "HU"})
         m.append({"name": "Maximum attenuation", "value": stats.max_hu, "unit": "HU"})
