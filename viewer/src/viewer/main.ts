@@ -7,7 +7,10 @@ import {
   RenderingEngine,
   type StackViewport,
   type Types,
+  cache,
   eventTarget,
+  imageLoadPoolManager,
+  imageLoader,
   setVolumesForViewports,
   utilities,
   volumeLoader,
@@ -139,6 +142,18 @@ function bindTools(): void {
   updateToolbar();
 }
 
+/** Load (and cache) `imageIds` at prefetch priority; the tools' stackPrefetch finds them cached. */
+function prefetch(imageIds: string[]): void {
+  for (const imageId of imageIds) {
+    if (cache.getImageLoadObject(imageId)) continue;
+    imageLoadPoolManager.addRequest(
+      () => imageLoader.loadAndCacheImage(imageId).then(() => undefined),
+      Enums.RequestType.Prefetch,
+      { imageId },
+    );
+  }
+}
+
 function setPrimaryTool(name: string): void {
   void toolsNow().then((t) => {
     t.setPrimaryTool(name);
@@ -227,8 +242,12 @@ function makeSlot(i: number): Slot {
       state.marks.firstImage = performance.now();
       // The hook's firstImageMs: on screen and interactive (tools bound).
       if (tools) state.firstImageMs = state.marks.firstImage;
-      // The first image is on screen: now the tools, the AI panel, the prefetch.
-      else setTimeout(() => void toolsNow(), 0);
+      // The first image is on screen: now the rest of the series (core's request pool, so it
+      // does not wait for the tools), then the tools and the AI panel.
+      else {
+        prefetch(slot.series.imageIds);
+        setTimeout(() => void toolsNow(), 0);
+      }
     }
   });
   return slot;
