@@ -281,9 +281,9 @@ def main() -> None:
         if httpd is not None:
             httpd.shutdown()
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait(10)
+        for server in procs:
+            server.terminate()
+            server.wait(10)
         shutil.rmtree(work, ignore_errors=True)
     results["machine"] = {"cpus": os.cpu_count(), "chromium": CHROMIUM, "pydicom": pydicom.__version__}
     args.json.parent.mkdir(parents=True, exist_ok=True)

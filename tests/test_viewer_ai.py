@@ -366,7 +366,7 @@ def _load_big_seg(page: Page, server: RunningServer, study: str, worker: bool, f
     diff = np.abs(on - off).max(axis=2) > 20
     assert diff.mean() > 0.1  # the disc covers a fifth of the image
     assert chroma(off).max() < 10 and np.median(chroma(on)[diff]) > 30
-    return state(  # type: ignore[no-any-return]
+    return state(
         page,
         "({load: s.ai.segLoadMs[0], gap: Math.round(s.ai.maxFrameGapMs), longest: s.ai.segLongestTaskMs[0],"
         " decodeLongest: s.ai.segLongestTaskSplit[0].decode, drawLongest: s.ai.segLongestTaskSplit[0].draw,"

@@ -44,8 +44,9 @@ def run_server(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> I
         home / "home", url, ai=True, ai_stable_seconds=3600, ai_retry_backoff_seconds=0.2, ai_builtin_models=False
     )
     try:
-        import_paths(running.archive.ingest, [shared_data / "ct/totalsegmentator/example_ct_dicom"],
-                     fill_missing_uids=True)
+        import_paths(
+            running.archive.ingest, [shared_data / "ct/totalsegmentator/example_ct_dicom"], fill_missing_uids=True
+        )
         yield running
     finally:
         stop()  # type: ignore[operator]
