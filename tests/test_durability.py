@@ -86,6 +86,11 @@ def _import_and_kill(
 def _assert_restart_consistent(home: Path, db_url: str, acked: set[str], sources: set[str]) -> None:
     archive = Archive.open(make_settings(home, db_url))  # a restart: cleans the spool
     try:
+        # The killed server's AI worker processes notice within a second and release their own
+        # (empty) spool folders; only then is this archive the only one open.
+        deadline = time.monotonic() + 15
+        while archive.storage.spool_leftovers() and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert not archive.storage.spool_leftovers(), "temporary files survived the restart"
         report = check_archive(archive)
         assert report.missing_files == [] and report.size_mismatches == []

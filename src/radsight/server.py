@@ -38,6 +38,18 @@ def serve(archive: Archive) -> None:
     from radsight.worklist.tasks import WorklistTasks
 
     settings = archive.settings
+    # Until uvicorn installs its handlers, a SIGTERM/SIGINT (a service manager stopping us while
+    # we start: the DICOM port answers before HTTP) is remembered and stops the server as soon
+    # as it runs, instead of killing the process mid-start.
+    server: _Server | None = None
+    stop_requested: list[int] = []
+
+    def _early_stop(sig: int, _frame: FrameType | None) -> None:
+        stop_requested.append(sig)
+        if server is not None:
+            server.should_exit = True
+
+    previous = {s: signal.signal(s, _early_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     engine = AIEngine(archive) if settings.ai_enabled else None
     dicom = DicomServer(archive)
     dicom.start(settings.http_host, settings.dicom_port)
@@ -57,8 +69,16 @@ def serve(archive: Archive) -> None:
         engine.start()
     worklist_tasks.start()
     try:
-        _Server(config).run()
+        server = _Server(config)
+        if stop_requested:
+            server.should_exit = True
+        if not stop_requested or stop_requested[-1] != signal.SIGINT:
+            server.run()  # returns at once after start-up if should_exit is set
+        else:
+            raise KeyboardInterrupt
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         worklist_tasks.stop()
         if engine is not None:
             engine.stop()
