@@ -66,16 +66,19 @@ def _positive_label(meta: ModelMetadata) -> Label:
     return next((lab for lab in sorted(meta.labels, key=lambda lab: lab.index) if lab.index > 0), meta.labels[0])
 
 
-def _segment(volume: Volume, package: ModelPackage, uids: ResultUIDs) -> tuple[PipelineResult, list[Dataset]]:
+def predict_labelmap(
+    package: ModelPackage, array: np.ndarray, spacing: tuple[float, float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A 3D model on ``array`` (z, y, x; ``spacing`` in mm): (class probabilities on the model's
+    grid, label map on the source grid). The engine's steps, also used by evaluation
+    (``radsight.train.segmentation``) so that what is measured is what is served."""
     meta = package.metadata
     spec = meta.input
-    if not volume.is_3d:
-        raise PipelineError(f"{meta.name} is a 3D model; series {volume.series_instance_uid} is not a volume")
     out = _output(meta, "probabilities", "logits")
     if out is None:
         raise PipelineError(f"{meta.name}: a segmentation model needs a probabilities or logits output")
-    factors = preprocess.spacing_factors(volume.spacing, spec.spacing)
-    x = preprocess.intensity(preprocess.resample(volume.array, factors, order=1), spec)
+    factors = preprocess.spacing_factors(spacing, spec.spacing)
+    x = preprocess.intensity(preprocess.resample(array, factors, order=1), spec)
     raw = inference.sliding_window(
         inference.session_for(package),
         spec.input_name,
@@ -90,8 +93,15 @@ def _segment(volume: Volume, package: ModelPackage, uids: ResultUIDs) -> tuple[P
     if too_high:
         raise PipelineError(f"{meta.name}: labels {too_high} have no channel in {out.name!r} ({probs.shape[0]})")
     # argmax on the model grid, then nearest-neighbour back onto the source rows/columns/slices.
-    labelmap = preprocess.to_shape(np.argmax(probs, axis=0).astype(np.uint8), volume.array.shape, order=0)
-    labelmap = postprocess.keep_largest_components(labelmap, meta.labels)
+    labelmap = preprocess.to_shape(np.argmax(probs, axis=0).astype(np.uint8), array.shape, order=0)
+    return probs, postprocess.keep_largest_components(labelmap, meta.labels)
+
+
+def _segment(volume: Volume, package: ModelPackage, uids: ResultUIDs) -> tuple[PipelineResult, list[Dataset]]:
+    meta = package.metadata
+    if not volume.is_3d:
+        raise PipelineError(f"{meta.name} is a 3D model; series {volume.series_instance_uid} is not a volume")
+    probs, labelmap = predict_labelmap(package, volume.array, volume.spacing)
     shown = _positive_label(meta)
     probability = preprocess.to_shape(probs[shown.index], volume.array.shape, order=1).astype(np.float32)
     stats = postprocess.label_statistics(labelmap, volume, meta.labels, hu=volume.modality == "CT")

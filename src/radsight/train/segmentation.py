@@ -479,22 +479,10 @@ def export_package(net: Any, package_dir: Path, *, atol: float = 1e-3) -> ModelP
 
 
 def segment(package: ModelPackage, image: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
-    """Label map on the source grid, by the engine's own steps (ai/pipeline.py ``_segment``)."""
-    spec = package.metadata.input
-    out = next(o for o in package.metadata.outputs if o.kind in ("logits", "probabilities"))
-    factors = preprocess.spacing_factors(spacing, spec.spacing)
-    x = preprocess.intensity(preprocess.resample(image, factors, order=1), spec)
-    raw = inference.sliding_window(
-        inference.session_for(package),
-        spec.input_name,
-        out.name,
-        x,
-        spec.size,
-        overlap=spec.sliding_window_overlap,
-        mode="gaussian",
-    )
-    # softmax is monotonic: argmax of the logits is argmax of the probabilities.
-    return preprocess.to_shape(np.argmax(raw, axis=0).astype(np.uint8), image.shape, order=0)
+    """Label map on the source grid, by the engine's own steps (``radsight.ai.pipeline.predict_labelmap``)."""
+    from radsight.ai.pipeline import predict_labelmap
+
+    return predict_labelmap(package, image, spacing)[1]
 
 
 def hd95(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, float, float]) -> float:
