@@ -70,12 +70,8 @@ def serve(archive: Archive) -> None:
     worklist_tasks.start()
     try:
         server = _Server(config)
-        if stop_requested:
-            server.should_exit = True
-        if not stop_requested or stop_requested[-1] != signal.SIGINT:
-            server.run()  # returns at once after start-up if should_exit is set
-        else:
-            raise KeyboardInterrupt
+        if not stop_requested:  # a signal from here on sets server.should_exit (see _early_stop)
+            server.run()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
