@@ -203,6 +203,10 @@ def run_model(
         result, datasets = _segment(volume, package, uids)
     elif meta.task is Task.CLASSIFICATION:
         result, datasets = _classify(volume, package, uids)
+    elif meta.task is Task.DETECTION:
+        from radsight.ai.detection import detect  # detection imports this module's result types
+
+        result, datasets = detect(volume, package, uids)
     else:
         raise PipelineError(f"{meta.name}: {meta.task} ({meta.input.dimensions}D) is not supported by this engine yet")
     for ds in datasets:
