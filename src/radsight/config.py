@@ -104,6 +104,11 @@ class Settings(BaseSettings):
         description="At `serve` start-up, install the models that ship with RadSight (radsight/models/) "
         "unless an admin removed them or installed another version",
     )
+    ai_seg_type: Literal["binary", "labelmap"] = Field(
+        default="binary",
+        description="DICOM SEG type of AI segmentations: BINARY (one bit-packed frame per segment and slice, "
+        "read by every SEG reader) or LABELMAP (one 8-bit frame per slice, Sup 243; smaller, newer readers only)",
+    )
 
     # Worklist (see radsight.worklist): priority, reading claims, critical-finding alerts.
     worklist_stat_level: Literal["critical", "urgent"] = Field(
