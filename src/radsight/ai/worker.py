@@ -267,6 +267,10 @@ class WorkerPool:
                     with self._held_lock:
                         self._held.pop(job.id, None)
 
+    def _holds(self, job_id: int) -> bool:
+        with self._held_lock:
+            return job_id in self._held
+
     def _heartbeats(self) -> None:
         interval = max(0.2, self.lease_seconds / 3)
         while not self._stop.wait(interval):
@@ -275,7 +279,8 @@ class WorkerPool:
             for job_id, worker_id in held.items():
                 try:
                     with self.archive.db.session() as s:
-                        if not jobs.heartbeat(s, job_id, worker_id, self.lease_seconds):
+                        if not jobs.heartbeat(s, job_id, worker_id, self.lease_seconds) and self._holds(job_id):
+                            # (a job that finished since the copy above is no longer RUNNING: not lost)
                             log.warning("job %d: lease lost to another worker", job_id)
                 except Exception:
                     log.exception("heartbeat for job %d failed", job_id)
