@@ -61,6 +61,8 @@ interface ViewerState {
   marks: Record<string, number>;
   viewports: () => unknown[];
   annotations: () => number;
+  /** Each annotation's tool, world points (patient mm) and referenced image, if any. */
+  annotationPoints: () => { tool: string; points: number[][]; imageId?: string }[];
   /** The reading workflow (claim / sign-off), when one study is open. */
   reading?: import('./reading').ReadingState;
 }
@@ -106,6 +108,12 @@ const state: ViewerState = {
       };
     }),
   annotations: () => tools?.tools.annotation.state.getAllAnnotations().length ?? 0,
+  annotationPoints: () =>
+    (tools?.tools.annotation.state.getAllAnnotations() ?? []).map((a) => ({
+      tool: a.metadata?.toolName ?? '',
+      points: (a.data.handles?.points ?? []).map((p) => [...p]),
+      imageId: a.metadata?.referencedImageId,
+    })),
 };
 (window as unknown as { __radsight: ViewerState }).__radsight = state;
 
@@ -361,11 +369,12 @@ async function showSeries(slot: Slot, seriesUID: string): Promise<void> {
   if (!seriesList.some((x) => x.modality === 'SR')) return;
   void import('./measurements')
     .then((m) => m.loadMeasurements(client, series, seriesList, getLoaded))
-    .then((n) => {
+    .then(({ restored: n, inPatientCoordinates: mpr }) => {
       state.restoredMeasurements += n;
       if (n) {
         void toolsNow().then((t) => t.tools.utilities.triggerAnnotationRenderForViewportIds([slot.id]));
-        toast(`${n} saved measurement${n > 1 ? 's' : ''} restored`);
+        const where = mpr ? ` (${mpr} drawn in MPR: shown in the MPR view they were drawn in, M)` : '';
+        toast(`${n} saved measurement${n > 1 ? 's' : ''} restored${where}`);
       }
     })
     .catch((err) => state.errors.push(`restoring measurements: ${describeError(err)}`));
