@@ -244,3 +244,86 @@ def test_large_multiframe_is_streamed_not_buffered(server: RunningServer) -> Non
         inst = s.scalar(select(Instance).where(Instance.sop_instance_uid == ds.SOPInstanceUID))
         assert inst is not None and inst.number_of_frames == frames
         assert inst.file_size == len(body) - len(multipart([b""]))
+
+
+def test_response_json_is_what_pydicom_writes_for_the_same_dataset() -> None:
+    """The response is written as plain dicts (for speed); pydicom's own encoding of the same data set is
+    the reference, for stored items, failures with and without UIDs, and the study's RetrieveURL."""
+    from radsight.dicomweb.stow import _response_json
+    from radsight.ingest.errors import Reason
+    from radsight.ingest.service import IngestResult, Outcome
+
+    root = "http://archive.example/dicomweb"
+    study = generate_uid()
+    ok = IngestResult(Outcome.STORED, sop_instance_uid=generate_uid(), sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+                      study_instance_uid=study, series_instance_uid=generate_uid())
+    dup = IngestResult(Outcome.DUPLICATE, sop_instance_uid=generate_uid(), sop_class_uid=ok.sop_class_uid,
+                       study_instance_uid=study, series_instance_uid=ok.series_instance_uid)
+    bad = IngestResult(Outcome.REFUSED, reason=Reason.NOT_DICOM, message="no DICM prefix")
+    wrong = IngestResult(Outcome.REFUSED, sop_instance_uid=generate_uid(), sop_class_uid=ok.sop_class_uid,
+                         reason=Reason.INVALID_ATTRIBUTE, message="another study")
+
+    def reference(results: list[IngestResult], named: str | None) -> dict[str, object]:
+        ds = pydicom.Dataset()
+        stored = [r for r in results if r.ok]
+        studies = {r.study_instance_uid for r in stored}
+        if named is not None or len(studies) == 1:
+            ds.RetrieveURL = f"{root}/studies/{named or studies.pop()}"
+        if stored:
+            ds.ReferencedSOPSequence = []
+            for r in stored:
+                item = pydicom.Dataset()
+                item.ReferencedSOPClassUID = r.sop_class_uid
+                item.ReferencedSOPInstanceUID = r.sop_instance_uid
+                item.RetrieveURL = (f"{root}/studies/{r.study_instance_uid}/series/{r.series_instance_uid}"
+                                    f"/instances/{r.sop_instance_uid}")
+                ds.ReferencedSOPSequence.append(item)
+        failed = [r for r in results if not r.ok]
+        if failed:
+            ds.FailedSOPSequence = []
+            for r in failed:
+                item = pydicom.Dataset()
+                item.ReferencedSOPClassUID = r.sop_class_uid or None
+                item.ReferencedSOPInstanceUID = r.sop_instance_uid or None
+                item.FailureReason = r.dimse_status
+                block = item.private_block(FAILURE_TEXT_GROUP, FAILURE_TEXT_CREATOR, create=True)
+                block.add_new(0x01, "LT", f"{r.reason}: {r.message}")
+                ds.FailedSOPSequence.append(item)
+        return ds.to_json_dict()
+
+    for results, named, code in (([ok, dup], None, 200), ([ok, bad, wrong], None, 202), ([bad, wrong], None, 409),
+                                 ([bad], study, 409), ([ok], study, 200)):
+        body, status_code = _response_json(root, results, named)
+        assert status_code == code
+        assert body == reference(results, named)
+        assert list(body) == sorted(body)  # tag order, as pydicom writes it
+
+
+def test_concurrent_requests_each_get_their_own_results(server: RunningServer) -> None:
+    """Requests in flight at once share group commits; each response still lists exactly its own
+    instances (stored or failed) and every acknowledged instance is indexed with its bytes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    study = generate_uid()
+    requests_ = [[make_ct(study_uid=study, instance_number=10 * i + j) for j in range(3)] for i in range(8)]
+    garbage = b"not DICOM at all" * 20
+
+    def post(i: int) -> httpx.Response:
+        parts = [encode(ds) for ds in requests_[i]]
+        if i % 2:
+            parts.insert(1, garbage)  # odd requests carry one bad part among the good ones
+        with server.client() as c:
+            return c.post("/dicomweb/studies", content=multipart(parts), headers={"Content-Type": MULTIPART})
+
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(post, range(8)))
+    for i, r in enumerate(responses):
+        assert r.status_code == (202 if i % 2 else 200), r.text
+        ds = pydicom.Dataset.from_json(r.json())
+        assert [x.ReferencedSOPInstanceUID for x in ds.ReferencedSOPSequence] == [
+            d.SOPInstanceUID for d in requests_[i]]
+        assert len(ds.get("FailedSOPSequence", [])) == i % 2
+        for d in requests_[i]:
+            assert stored_bytes(server, d.SOPInstanceUID) == encode(d)
+    with server.archive.db.session() as s:
+        assert s.scalar(select(Study.number_of_instances).where(Study.study_instance_uid == study)) == 24

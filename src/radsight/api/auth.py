@@ -2,7 +2,13 @@
 
 Passwords are hashed with scrypt (stdlib). Verifying scrypt costs tens of milliseconds,
 too much for every DICOMweb request a viewer makes, so a successful Basic check is
-remembered for a short time keyed by a salted digest of the credentials.
+remembered for a short time keyed by a salted digest of the credentials. A remembered check
+is trusted without the database for ``recheck_seconds`` (1 s); after that the user's row is
+read again (one primary-key lookup, no scrypt) and the entry dropped if the user is gone or
+the password hash changed. So a password change or a removed user, by this process or any
+other (``radsight`` commands, another server on the same index), takes effect within a second;
+within that second a STOW-RS or WADO-RS client's request needs neither the database nor a
+worker thread for its credentials.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import os
 import secrets
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select
@@ -46,35 +53,71 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """A Basic check that succeeded: the user's row as it was then, and until when it is trusted."""
+
+    user_id: int
+    username: str
+    role: str
+    password_hash: str
+    created_at: datetime
+    expires: float  # monotonic: scrypt verification is redone after this
+    recheck: float  # monotonic: the row is read again after this
+
+    def user(self) -> User:
+        """A fresh, detached User (each request gets its own object)."""
+        return User(id=self.user_id, username=self.username, role=self.role, password_hash=self.password_hash,
+                    created_at=self.created_at)
+
+
 class Authenticator:
     """Checks Basic credentials and Bearer tokens against the index's users."""
 
-    def __init__(self, cache_seconds: float = 60.0) -> None:
-        self._cache: dict[str, tuple[float, int, str, str]] = {}
+    def __init__(self, cache_seconds: float = 60.0, recheck_seconds: float = 1.0) -> None:
+        self._cache: dict[str, _Verified] = {}
         self._lock = threading.Lock()
         self._pepper = os.urandom(16)
         self._ttl = cache_seconds
+        self._recheck = recheck_seconds
 
     def _cache_key(self, username: str, password: str) -> str:
         return hmac.new(self._pepper, f"{username}\0{password}".encode(), hashlib.sha256).hexdigest()
+
+    def recent_basic(self, username: str, password: str) -> User | None:
+        """The user, without any database access, if these credentials were verified (and the user's row
+        read) less than ``recheck_seconds`` ago; None means: call :meth:`check_basic`."""
+        with self._lock:
+            hit = self._cache.get(self._cache_key(username, password))
+        if hit is None or hit.recheck <= time.monotonic():
+            return None
+        return hit.user()
 
     def check_basic(self, session: Session, username: str, password: str) -> User | None:
         key = self._cache_key(username, password)
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(key)
-        if hit and hit[0] > now:
-            user = session.get(User, hit[1])
-            if user is not None and user.password_hash == hit[3]:
+        if hit is not None and hit.expires > now:
+            user = session.get(User, hit.user_id)
+            if user is not None and user.password_hash == hit.password_hash and user.username == username:
+                self._remember(key, user, hit.expires, now)
                 return user
+            with self._lock:  # removed, renamed or a new password: verify from scratch
+                self._cache.pop(key, None)
         user = session.scalar(select(User).where(User.username == username))
         if user is None or not verify_password(password, user.password_hash):
             return None
-        with self._lock:
-            if len(self._cache) > 10000:
-                self._cache.clear()
-            self._cache[key] = (now + self._ttl, user.id, user.username, user.password_hash)
+        self._remember(key, user, now + self._ttl, now)
         return user
+
+    def _remember(self, key: str, user: User, expires: float, now: float) -> None:
+        entry = _Verified(user.id, user.username, user.role, user.password_hash, user.created_at, expires,
+                          min(expires, now + self._recheck))
+        with self._lock:
+            if len(self._cache) > 10000 and key not in self._cache:
+                self._cache.clear()
+            self._cache[key] = entry
 
     def check_token(self, session: Session, token: str) -> User | None:
         row = session.scalar(select(ApiToken).where(ApiToken.token_hash == _token_hash(token)))

@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from radsight.archive import Archive
 from radsight.index.models import User
@@ -21,7 +22,13 @@ def get_archive(request: Request) -> Archive:
     return archive
 
 
-ArchiveDep = Annotated[Archive, Depends(get_archive)]
+async def _archive(request: Request) -> Archive:
+    # Async: FastAPI runs a plain ``def`` dependency in the thread pool, a hop to a worker thread
+    # and back for one attribute lookup on every request.
+    return get_archive(request)
+
+
+ArchiveDep = Annotated[Archive, Depends(_archive)]
 
 
 def get_session(archive: ArchiveDep) -> Iterator[Session]:
@@ -40,18 +47,24 @@ def _unauthorized(detail: str) -> HTTPException:
     )
 
 
+def _basic_credentials(credentials: str) -> tuple[str, str]:
+    try:
+        username, _, password = base64.b64decode(credentials).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise _unauthorized("malformed Basic credentials") from exc
+    return username, password
+
+
 def get_current_user(request: Request, archive: ArchiveDep) -> User:
-    """Accept HTTP Basic, a Bearer token, or the login page's cookie."""
+    """Accept HTTP Basic, a Bearer token, or the login page's cookie (a synchronous dependency: FastAPI
+    runs it in the thread pool, as it reads the database)."""
     authn = request.app.state.authenticator
     header = request.headers.get("authorization", "")
     scheme, _, credentials = header.partition(" ")
     with archive.db.session() as s:
         user: User | None = None
         if scheme.lower() == "basic" and credentials:
-            try:
-                username, _, password = base64.b64decode(credentials).decode("utf-8").partition(":")
-            except (binascii.Error, UnicodeDecodeError) as exc:
-                raise _unauthorized("malformed Basic credentials") from exc
+            username, password = _basic_credentials(credentials)
             user = authn.check_basic(s, username, password)
             if user is None:
                 raise _unauthorized("wrong user name or password")
@@ -67,6 +80,21 @@ def get_current_user(request: Request, archive: ArchiveDep) -> User:
             raise _unauthorized("authentication required")
         s.expunge(user)
         return user
+
+
+async def get_current_user_async(request: Request, archive: ArchiveDep) -> User:
+    """:func:`get_current_user` for the DICOMweb routes, which clients call many times a second.
+
+    Async, so that Basic credentials checked less than a second ago (``Authenticator.recent_basic``:
+    a dictionary lookup) cost the request no database access and no hop to a worker thread;
+    every other check runs in the thread pool as a synchronous dependency would.
+    """
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "basic" and credentials:
+        user: User | None = request.app.state.authenticator.recent_basic(*_basic_credentials(credentials))
+        if user is not None:
+            return user
+    return await run_in_threadpool(get_current_user, request, archive)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

@@ -2,15 +2,15 @@
 
 from fastapi import APIRouter, Depends
 
-from radsight.api.deps import get_current_user
+from radsight.api.deps import get_current_user_async
 from radsight.dicomweb import qido, stow, wado, wado_uri
 
-router = APIRouter(prefix="/dicomweb", dependencies=[Depends(get_current_user)], tags=["dicomweb"])
+router = APIRouter(prefix="/dicomweb", dependencies=[Depends(get_current_user_async)], tags=["dicomweb"])
 router.include_router(stow.router)
 router.include_router(qido.router)
 router.include_router(wado.router)
 
-wado_uri_router = APIRouter(dependencies=[Depends(get_current_user)], tags=["wado-uri"])
+wado_uri_router = APIRouter(dependencies=[Depends(get_current_user_async)], tags=["wado-uri"])
 wado_uri_router.include_router(wado_uri.router)
 
 __all__ = ["router", "wado_uri_router"]
