@@ -36,6 +36,11 @@ def test_a_few_training_steps_make_a_package_the_engine_accepts(
     assert meta.task == "segmentation" and meta.input.dimensions == 3
     assert meta.input.modality == ["CT"] and meta.input.size == list(segmentation.PATCH)
     assert meta.input.spacing == list(segmentation.SPACING)
+    # What the shipped package declares comes from training, not from a hand edit afterwards.
+    shipped = load_package(SHIPPED).metadata
+    assert meta.input.body_part == shipped.input.body_part == segmentation.BODY_PARTS
+    assert [lab.largest_component_only for lab in meta.labels] == [True] * 4
+    assert [lab.model_dump() for lab in meta.labels] == [lab.model_dump() for lab in shipped.labels]
     assert [o.model_dump() for o in meta.outputs] == [{"name": "logits", "kind": "logits", "activation": "softmax"}]
     assert {lab.index: lab.type.value for lab in meta.labels} == {
         1: "10200004",

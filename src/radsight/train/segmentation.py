@@ -133,10 +133,14 @@ def nifti_cases(folder: Path) -> Iterator[Case]:
         yield Case(image_path.name.removesuffix(".nii.gz"), image, np.rint(labels).astype(np.uint8), spacing, {})
 
 
+# Routing: the abdominal BodyPartExamined values (PS3.16 CID 4031) a scan of these organs carries.
+BODY_PARTS = ["ABDOMEN", "ABDOMENPELVIS", "CHESTABDOMEN", "CHESTABDOMENPELVIS", "TORSO"]
+
+
 def model_spec() -> InputSpec:
     return InputSpec(
         modality=["CT"],
-        body_part=[],
+        body_part=list(BODY_PARTS),
         dimensions=3,
         spacing=list(SPACING),
         size=list(PATCH),
@@ -451,7 +455,10 @@ def export_package(net: Any, package_dir: Path, *, atol: float = 1e-3) -> ModelP
     if diff > atol:
         raise RuntimeError(f"ONNX export differs from PyTorch by {diff:.2e} (> {atol})")
     labels = [
-        Label(index=index, name=name, category=ANATOMICAL_STRUCTURE, type=code, color=color)
+        # Each organ is one connected structure: stray islands of a label are dropped at serving.
+        Label(
+            index=index, name=name, category=ANATOMICAL_STRUCTURE, type=code, color=color, largest_component_only=True
+        )
         for index, name, code, color in ORGANS
     ]
     meta = ModelMetadata(
