@@ -41,3 +41,25 @@ def test_open_by_another_process_keeps_in_flight_files(tmp_path: Path) -> None:
         assert not any((tmp_path / "tmp").iterdir())
     finally:
         holder.kill()
+
+
+def test_put_file_moves_spool_files_and_copies_others(tmp_path: Path) -> None:
+    storage = FileSystemStorage(tmp_path / "store")
+    try:
+        spooled = storage.spool_dir() / "in-a.part"
+        spooled.write_bytes(b"spooled instance")
+        key = storage.put_file(spooled, move=True)  # taken over by rename; its key folder created on the way
+        assert storage.open(key).read() == b"spooled instance" and not spooled.exists()
+        # The same spool folder spelled another way is still recognised (and renamed, not copied).
+        odd = storage.spool_dir() / ".." / storage.spool_dir().name / "in-b.part"
+        odd.write_bytes(b"second")
+        key2 = storage.put_file(odd, move=True)
+        assert storage.open(key2).read() == b"second" and not odd.exists()
+        outside = tmp_path / "outside.dcm"
+        outside.write_bytes(b"imported file")
+        key3 = storage.put_file(outside, move=False)  # copied; the source stays
+        assert storage.open(key3).read() == b"imported file" and outside.read_bytes() == b"imported file"
+        assert len({key, key2, key3}) == 3 and sorted(storage.keys()) == sorted([key, key2, key3])
+        assert not list(storage.spool_dir().iterdir())  # no temporary file left behind
+    finally:
+        storage.close()

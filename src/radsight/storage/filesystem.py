@@ -21,6 +21,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _rename_into(source: Path, dest: Path) -> None:
+    """Rename, creating the two-level key folder on first use (not checked before every rename:
+    of 65,536 folders almost all exist after a while)."""
+    try:
+        os.replace(source, dest)
+    except FileNotFoundError:
+        if not os.path.exists(source):
+            raise
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, dest)
+
+
 class FileSystemStorage:
     """Objects as files under ``root/aa/bb/<uuid>.dcm`` (Orthanc's layout).
 
@@ -40,6 +52,7 @@ class FileSystemStorage:
         self._tmp_root = self.root / "tmp"
         self._tmp = self._tmp_root / f"proc-{uuid.uuid4().hex}"
         self._tmp.mkdir(parents=True, exist_ok=True)
+        self._tmp_resolved = self._tmp.resolve()
         self._lock_fd: int | None = os.open(self._tmp.with_suffix(".lock"), os.O_CREAT | os.O_RDWR, 0o600)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
@@ -99,13 +112,15 @@ class FileSystemStorage:
         name = uuid.uuid4().hex
         key = f"{name[:2]}/{name[2:4]}/{name}{_SUFFIX}"
         dest = self._path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
         source = Path(source)
-        if move and source.parent.resolve() == self._tmp.resolve():
+        if move and self._is_spool(source):
             # Our own spool file: already complete; make it durable, then rename.
-            with open(source, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(source, dest)
+            fd = os.open(source, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _rename_into(source, dest)
         else:
             tmp = self._tmp / f"{name}.part"
             try:
@@ -113,7 +128,7 @@ class FileSystemStorage:
                     shutil.copyfileobj(src, dst, 1024 * 1024)
                     dst.flush()
                     os.fsync(dst.fileno())
-                os.replace(tmp, dest)
+                _rename_into(tmp, dest)
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
@@ -121,6 +136,11 @@ class FileSystemStorage:
                 source.unlink(missing_ok=True)
         _fsync_dir(dest.parent)
         return key
+
+    def _is_spool(self, path: Path) -> bool:
+        # The ingest service's spool paths are built from self._tmp, so the plain comparison
+        # decides almost always; resolve() (a few system calls) only for other spellings.
+        return path.parent == self._tmp or path.parent.resolve() == self._tmp_resolved
 
     def open(self, key: str) -> BinaryIO:
         try:
