@@ -94,7 +94,9 @@ class InputSpec(BaseModel):
 class Label(BaseModel):
     """One output class / segment, with the codes DICOM SEG and SR need."""
 
-    index: int = Field(ge=0, description="Output channel (classification) or label value (segmentation)")
+    index: int = Field(
+        ge=0, description="Output channel (classification), label value (segmentation) or box label (detection)"
+    )
     name: str = Field(min_length=1, max_length=64)
     category: Code  # SEG Segmented Property Category, e.g. SCT 49755003 "Morphologically abnormal structure"
     type: Code  # SEG Segmented Property Type / SR finding, e.g. SCT 233604007 "Pneumonia"
@@ -115,11 +117,21 @@ class Label(BaseModel):
 
 
 class Output(BaseModel):
-    """A named ONNX output and what it means."""
+    """A named ONNX output and what it means.
+
+    Detection models (task ``detection``, see docs/ai-detection.md) declare ``boxes`` (float
+    [N, 4]: x0, y0, x1, y1, or [N, 6]: x0, y0, z0, x1, y1, z1, in the model's input grid, pixel
+    indices of the first and last pixel inside the box), ``scores`` ([N], 0-1 after the output's
+    activation) and, when the package has more than one label, ``labels`` ([N] integers: a
+    label's ``index``).
+    """
 
     name: str
-    kind: Literal["probabilities", "logits", "labelmap", "heatmap", "boxes"]
+    kind: Literal["probabilities", "logits", "labelmap", "heatmap", "boxes", "scores", "labels"]
     activation: Literal["none", "sigmoid", "softmax"] = "none"
+
+
+DETECTION_KINDS = ("boxes", "scores", "labels")
 
 
 class ModelMetadata(BaseModel):
@@ -144,6 +156,36 @@ class ModelMetadata(BaseModel):
         names = [o.name for o in self.outputs]
         if len(set(names)) != len(names):
             raise ValueError("output names must be unique")
+        return self
+
+    @model_validator(mode="after")
+    def _detection_outputs(self) -> ModelMetadata:
+        """The outputs a detection package must declare (and that only detection packages may)."""
+        kinds = [o.kind for o in self.outputs]
+        if self.task is not Task.DETECTION:
+            misplaced = sorted({k for k in kinds if k in DETECTION_KINDS})
+            if misplaced:
+                raise ValueError(f"outputs of kind {misplaced} are only for task 'detection', not {self.task.value!r}")
+            return self
+        for kind in ("boxes", "scores"):
+            if kinds.count(kind) != 1:
+                raise ValueError(f"a detection package declares exactly one output of kind {kind!r}")
+        if kinds.count("labels") > 1:
+            raise ValueError("a detection package declares at most one output of kind 'labels'")
+        if "labels" not in kinds and len(self.labels) > 1:
+            raise ValueError(
+                f"a detection package with {len(self.labels)} labels needs an output of kind 'labels'"
+                " (which label each box is)"
+            )
+        others = sorted({k for k in kinds if k not in DETECTION_KINDS})
+        if others:
+            raise ValueError(f"a detection package's outputs are boxes, scores and labels; not {others}")
+        if any(o.activation == "softmax" for o in self.outputs if o.kind == "scores"):
+            raise ValueError("scores take activation 'none' or 'sigmoid' (one score per box, not a softmax)")
+        if self.input.spacing is not None:
+            # The image is resized to input.size as a whole (one run, boxes in that grid): a
+            # spacing would be a second, contradictory geometry.
+            raise ValueError("a detection package resizes the image to input.size; input.spacing must be null")
         return self
 
 
@@ -215,13 +257,21 @@ def _check_onnx_io(pkg: ModelPackage) -> None:
     except Exception as exc:  # ORT raises its own exception types for bad graphs
         raise ModelPackageError(f"{WEIGHTS_FILE}: ONNX Runtime cannot load it: {exc}") from exc
     inputs = {i.name for i in sess.get_inputs()}
-    outputs = {o.name for o in sess.get_outputs()}
+    shapes = {o.name: o.shape for o in sess.get_outputs()}
     meta = pkg.metadata
     if meta.input.input_name not in inputs:
         raise ModelPackageError(f"input {meta.input.input_name!r} is not an input of the graph ({sorted(inputs)})")
-    missing = [o.name for o in meta.outputs if o.name not in outputs]
+    missing = [o.name for o in meta.outputs if o.name not in shapes]
     if missing:
-        raise ModelPackageError(f"outputs {missing} are not outputs of the graph ({sorted(outputs)})")
+        raise ModelPackageError(f"outputs {missing} are not outputs of the graph ({sorted(shapes)})")
+    for out in meta.outputs:
+        # A box has 2 corners x dimensions values; checked here when the graph states it (else at run time).
+        last = shapes[out.name][-1] if shapes[out.name] else None
+        if out.kind == "boxes" and isinstance(last, int) and last != 2 * meta.input.dimensions:
+            raise ModelPackageError(
+                f"output {out.name!r} has {last} values per box; a {meta.input.dimensions}D detection model"
+                f" gives {2 * meta.input.dimensions}"
+            )
 
 
 def unpack_package(archive: Path) -> Path:
