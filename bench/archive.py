@@ -168,10 +168,11 @@ class Template:
         cut = data.find(b"\xe0\x7f\x10\x00")  # Pixel Data (7FE0,0010), little endian
         cut = len(data) if cut < 0 else cut
         self.header, self.tail = data[:cut], data[cut:]
-        for keyword, ph in self.placeholders.items():
+        for keyword, placeholder in self.placeholders.items():
             want = 2 if keyword == "SOPInstanceUID" else 1
-            if self.header.count(ph) != want:
-                raise ValueError(f"placeholder for {keyword} found {self.header.count(ph)} times, not {want}")
+            if self.header.count(placeholder) != want:
+                raise ValueError(f"placeholder for {keyword} found {self.header.count(placeholder)} times, "
+                                 f"not {want}")
 
     def render(self, **values: str) -> bytes:
         header = self.header
@@ -395,7 +396,7 @@ def process_tree_cpu(pid: int) -> float:
     """CPU seconds (user + system) used so far by ``pid`` and its descendants (Linux /proc)."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
-    todo, seen = [pid], set()
+    todo, seen = [pid], set[int]()
     while todo and len(seen) < 1000:
         p = todo.pop()
         if p in seen:
@@ -426,6 +427,19 @@ def _wait_healthy(server: Server, url: str, auth: bool, timeout: float = 60.0) -
             last = repr(exc)
         time.sleep(0.2)
     raise RuntimeError(f"{server.name} not healthy after {timeout:.0f} s ({last}); see {server.log_path}")
+
+
+def wait_settled(server: Server, timeout: float = 90.0, busy: float = 0.05) -> float:
+    """Wait until the server's process tree uses under ``busy`` of a core over a second, so that
+    start-up work (RadSight: the AI worker processes loading their models; Orthanc: its plugins)
+    does not land in the first timed round. Returns the seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        c0 = server.cpu_seconds()
+        time.sleep(1.0)
+        if server.cpu_seconds() - c0 < busy:
+            break
+    return time.monotonic() - t0
 
 
 def orthanc_plugin() -> str:
@@ -1061,6 +1075,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         servers.append(start_radsight(tmp / "radsight", ports, profile, args.profile_mode == "wall"))
         servers.append(start_orthanc(tmp / "orthanc", ports))
         results["versions"] = {s.name: s.version for s in servers}
+        results["settled_s"] = {s.name: round(wait_settled(s), 1) for s in servers}
+        log(f"servers idle after start-up (s waited): {results['settled_s']}")
         log(f"versions: {results['versions']}")
 
         loadavg = results["machine"]["loadavg_by_phase"] = {}
@@ -1080,7 +1096,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             loadavg["before_wado"] = round(os.getloadavg()[0], 2)
             results["results"]["wado"] = []
             for ref in wado_series:
-                loads = {}
+                loads: dict[str, Any] = {}
                 for s in servers:
                     run_ = stow_all(s, ref.paths, per_request=10)
                     loads[s.name] = {"stored": run_.stored, "failed": run_.failed, "errors": run_.errors}
@@ -1095,7 +1111,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if search is not None:
             log(f"QIDO: loading {len(search.paths)} studies into both (STOW-RS, 50 per request, 4 clients) ...")
             # Untimed: both servers are loaded at the same time (each with 4 clients) to save wall time.
-            loads: dict[str, Any] = {}
+            loads = {}
 
             def load(s: Server) -> None:
                 before = s.count_instances()
