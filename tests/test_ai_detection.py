@@ -6,9 +6,11 @@ by the findings API after the engine's worker ran the job."""
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,12 @@ import onnxruntime as ort
 import pydicom
 import pytest
 from onnx import TensorProto, helper
+from PIL import Image
+from playwright.sync_api import Page
 from pydicom.sr.codedict import codes
 
 from ai_testmodels import OPSET, _save
-from conftest import RunningServer
+from conftest import RunningServer, start_server
 from dicom_factory import make_ct
 from radsight.ai import registry
 from radsight.ai.package import METADATA_FILE, ModelPackageError, load_package
@@ -31,6 +35,10 @@ from radsight.ai.worker import WorkerPool
 from radsight.archive import Archive
 from radsight.datasets.cxr import cxr_to_dicom
 from test_ai_results import _path_of, dciodvfy
+from test_viewer_ai import open_study
+from test_viewer_browser import TIMEOUT_MS, VIEWER_BUILT, browser, page
+
+__all__ = ["browser", "page"]  # fixtures used here
 
 CXR_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cxr" / "kermany224" / "train" / "NORMAL"
 ABNORMAL = {"value": "49755003", "scheme": "SCT", "meaning": "Morphologically abnormal structure"}
@@ -349,3 +357,61 @@ def test_engine_runs_the_detector_and_the_findings_api_serves_the_box(server: Ru
     assert items[0]["location"]["sop_instance_uid"] == str(ds.SOPInstanceUID)
     assert items[0]["probability"] == pytest.approx(TOP_SCORE, abs=1e-6)
     assert items[0]["sr_sop_instance_uid"] == job["result"]["sr_sop_instance_uid"]
+
+
+@pytest.fixture(scope="module")
+def viewer_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    if not VIEWER_BUILT.is_file():
+        pytest.fail("the viewer is not built: run `make setup`")
+    home = tmp_path_factory.mktemp("viewer-det")
+    running, stop, _ = start_server(home / "home", f"sqlite:///{home / 'index.sqlite'}")
+    try:
+        yield running
+    finally:
+        stop()  # type: ignore[operator]
+
+
+def _longest_run(mask: np.ndarray) -> int:
+    """The longest run of True along the last axis, over all rows."""
+    best = 0
+    for row in mask:
+        edges = np.diff(np.concatenate([[0], row.astype(np.int8), [0]]))
+        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        if len(starts):
+            best = max(best, int((ends - starts).max()))
+    return best
+
+
+def test_viewer_draws_the_detected_box_on_the_source_image(
+    viewer_server: RunningServer, page: Page, tmp_path: Path
+) -> None:
+    from radsight.ai import jobs
+    from radsight.ai.engine import request_run
+    from test_ai_jobs import job_state, wait_for
+
+    archive = viewer_server.archive
+    ds = _dx_with_square(tmp_path, patient_id="DET-VIEWER")
+    assert archive.ingest.ingest_file(tmp_path / "dx.dcm").ok
+    study = str(ds.StudyInstanceUID)
+    registry.install(archive, make_detection_package(tmp_path / "det", size=[109, 71]))
+    (job,) = request_run(archive, study, model_name="test-det", trigger="manual")
+    pool = WorkerPool(archive, 1, poll_seconds=0.1)
+    pool.start()
+    try:
+        wait_for(lambda: job_state(archive, job.id).state in (jobs.DONE, jobs.FAILED), 120, "the job")
+    finally:
+        pool.stop()
+    assert job_state(archive, job.id).state == jobs.DONE, job_state(archive, job.id).error
+
+    open_study(page, viewer_server, study)
+    page.wait_for_function("window.__radsight.ai.drawn['vp-0'] === 2", timeout=TIMEOUT_MS)  # both boxes
+    page.wait_for_timeout(300)
+    png = page.locator(".vp[data-viewport='0']").screenshot(animations="disabled")
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+    # Pending findings are drawn in #ffb000 on a grey image: the marks are the orange pixels.
+    orange = (rgb[..., 0] > 200) & (rgb[..., 1] > 120) & (rgb[..., 1] < 220) & (rgb[..., 2] < 90)
+    width, height = _longest_run(orange), _longest_run(orange.T)
+    assert width > 20 and height > 10, (width, height)
+    # The Nodule box spans 120 x 60 source pixels (square pixels): drawn twice as wide as tall.
+    # (Unmapped model-grid boxes would be 40 x 30.)
+    assert width / height == pytest.approx(2.0, rel=0.1)
