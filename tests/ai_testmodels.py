@@ -2,7 +2,9 @@
 RadSight model packages, so that every assertion about the AI engine can be exact.
 
 - segmentation (3D, CT): probability of label 1 = sigmoid(x - threshold_hu) per voxel (x in HU);
-  the argmax labelmap is exactly ``x > threshold_hu``.
+  the argmax labelmap is exactly ``x > threshold_hu``. Two labels (``dense_hu`` given): with
+  s1 = sigmoid(x - threshold_hu), s2 = sigmoid(x - dense_hu), the probabilities are
+  (1 - s1, s1 (1 - s2), s1 s2): "soft tissue" (label 1) and "dense tissue" (label 2).
 - classification (2D, CR/DX): probability = sigmoid(gain * (mean(x) - 0.5)) with x scaled to
   [0, 1] by min/max; the heatmap output is the input image itself.
 """
@@ -31,21 +33,38 @@ def _save(model: onnx.ModelProto, dest: Path, metadata: dict[str, Any]) -> Path:
     return dest
 
 
-def segmentation_graph(threshold_hu: float) -> onnx.ModelProto:
+def _probability_graph(name: str, channels: int, nodes: list[Any], constants: dict[str, float]) -> onnx.ModelProto:
+    """A graph from a CT volume ``input`` to ``probabilities`` with ``channels`` classes."""
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, "d", "h", "w"])
-    y = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, 2, "d", "h", "w"])
+    y = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, channels, "d", "h", "w"])
+    init = [helper.make_tensor(k, TensorProto.FLOAT, [], [v]) for k, v in constants.items()]
+    graph = helper.make_graph(nodes, name, [x], [y], init)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=9)
+
+
+def segmentation_graph(threshold_hu: float) -> onnx.ModelProto:
     nodes = [
         helper.make_node("Sub", ["input", "thr"], ["shifted"]),
         helper.make_node("Sigmoid", ["shifted"], ["p1"]),
         helper.make_node("Sub", ["one", "p1"], ["p0"]),
         helper.make_node("Concat", ["p0", "p1"], ["probabilities"], axis=1),
     ]
-    init = [
-        helper.make_tensor("thr", TensorProto.FLOAT, [], [threshold_hu]),
-        helper.make_tensor("one", TensorProto.FLOAT, [], [1.0]),
+    return _probability_graph("threshold-seg", 2, nodes, {"thr": threshold_hu, "one": 1.0})
+
+
+def two_label_segmentation_graph(threshold_hu: float, dense_hu: float) -> onnx.ModelProto:
+    nodes = [
+        helper.make_node("Sub", ["input", "thr"], ["shifted1"]),
+        helper.make_node("Sigmoid", ["shifted1"], ["s1"]),
+        helper.make_node("Sub", ["input", "dense"], ["shifted2"]),
+        helper.make_node("Sigmoid", ["shifted2"], ["s2"]),
+        helper.make_node("Sub", ["one", "s1"], ["p0"]),
+        helper.make_node("Mul", ["s1", "s2"], ["p2"]),
+        helper.make_node("Sub", ["s1", "p2"], ["p1"]),
+        helper.make_node("Concat", ["p0", "p1", "p2"], ["probabilities"], axis=1),
     ]
-    graph = helper.make_graph(nodes, "threshold-seg", [x], [y], init)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=9)
+    constants = {"thr": threshold_hu, "dense": dense_hu, "one": 1.0}
+    return _probability_graph("two-threshold-seg", 3, nodes, constants)
 
 
 def make_segmentation_package(
@@ -56,8 +75,10 @@ def make_segmentation_package(
     threshold_hu: float = 150.0,
     patch: tuple[int, int, int] = (16, 64, 64),
     spacing: list[float] | None = None,
+    dense_hu: float | None = None,
 ) -> Path:
-    """A CT "bone" segmenter: label 1 where HU > threshold_hu."""
+    """A CT "bone" segmenter: label 1 where HU > threshold_hu; with ``dense_hu``, two labels
+    (soft tissue above ``threshold_hu``, dense tissue above ``dense_hu``)."""
     meta: dict[str, Any] = {
         "schema_version": 1,
         "name": name,
@@ -89,7 +110,20 @@ def make_segmentation_package(
             }
         ],
     }
-    return _save(segmentation_graph(threshold_hu), dest, meta)
+    if dense_hu is None:
+        return _save(segmentation_graph(threshold_hu), dest, meta)
+    meta["description"] = f"Test model: soft tissue above {threshold_hu} HU, dense tissue above {dense_hu} HU"
+    meta["labels"] = [
+        {
+            "index": 1,
+            "name": "Soft tissue",
+            "category": {"value": "91723000", "scheme": "SCT", "meaning": "Anatomical Structure"},
+            "type": {"value": "87784001", "scheme": "SCT", "meaning": "Soft tissue"},
+            "color": [0, 160, 255],
+        },
+        {**meta["labels"][0], "index": 2},
+    ]
+    return _save(two_label_segmentation_graph(threshold_hu, dense_hu), dest, meta)
 
 
 def classification_graph(gain: float, size: tuple[int, int]) -> onnx.ModelProto:

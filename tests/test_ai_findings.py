@@ -10,10 +10,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from ai_testmodels import make_classification_package
+from ai_testmodels import make_classification_package, make_segmentation_package
 from conftest import RunningServer
 from radsight.ai import findings
-from radsight.ai.package import load_package
+from radsight.ai.package import ModelPackage, load_package
 from radsight.ai.pipeline import PipelineResult, run_model
 from radsight.api.auth import add_user
 from radsight.archive import Archive
@@ -21,6 +21,7 @@ from radsight.datasets.cxr import cxr_to_dicom
 from radsight.index.models import AIFinding, AIJob
 
 CXR_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cxr" / "kermany224" / "train" / "NORMAL"
+CT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct" / "totalsegmentator" / "example_ct_dicom"
 
 
 def _run_job(archive: Archive, tmp_path: Path) -> tuple[AIJob, PipelineResult]:
@@ -29,11 +30,16 @@ def _run_job(archive: Archive, tmp_path: Path) -> tuple[AIJob, PipelineResult]:
     ds = cxr_to_dicom(jpeg, tmp_path / "cxr.dcm", label="NORMAL", patient_id=f"F-{uuid.uuid4().hex[:8]}")
     assert archive.ingest.ingest_file(tmp_path / "cxr.dcm").ok
     package = load_package(make_classification_package(tmp_path / "cls", size=(64, 64), threshold=0.2))
+    return _job_for(archive, package, str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID))
+
+
+def _job_for(archive: Archive, package: ModelPackage, study: str, series: str) -> tuple[AIJob, PipelineResult]:
+    """A job row for ``package`` on the series and a real run of it."""
     now = datetime.now(UTC)
     with archive.db.session() as s:
         job = AIJob(
-            study_instance_uid=str(ds.StudyInstanceUID),
-            series_instance_uid=str(ds.SeriesInstanceUID),
+            study_instance_uid=study,
+            series_instance_uid=series,
             model_name=package.metadata.name,
             model_version=package.metadata.version,
             model_sha256=package.metadata.sha256,
@@ -84,6 +90,30 @@ def test_record_findings_is_idempotent_and_listed(archive: Archive, tmp_path: Pa
             findings.decide(s, item["id"], "maybe", "admin")  # type: ignore[arg-type]
         with pytest.raises(findings.FindingNotFound):
             findings.decide(s, item["id"] + 1000, "accepted", "admin")
+
+
+def test_each_segmentation_finding_points_to_its_labels_map(archive: Archive, tmp_path: Path) -> None:
+    from radsight.index.models import Series
+    from radsight.ingest.importer import import_paths
+
+    import_paths(archive.ingest, [CT_DIR], fill_missing_uids=True)
+    with archive.db.session() as s:
+        series = s.scalars(select(Series)).one()
+        study_uid, series_uid = series.study.study_instance_uid, series.series_instance_uid
+    package = load_package(make_segmentation_package(tmp_path / "seg2", threshold_hu=-200.5, dense_hu=150.5))
+    job, result = _job_for(archive, package, study_uid, series_uid)
+    with archive.db.session() as s:
+        findings.record_findings(s, job, result)
+        s.commit()
+        items = findings.findings_for_study(s, study_uid)
+    assert [i["label"] for i in items] == ["Soft tissue", "Dense tissue"]
+    maps = [i["pmap_sop_instance_uid"] for i in items]
+    assert maps == [f.pmap_sop_instance_uid for f in result.findings] and len(set(maps)) == 2
+    assert maps[0] == result.pmap_sop_instance_uid  # the job's own record keeps the first label's map
+    # Both maps are stored, in one series (the map series among the job's result series).
+    (map_series,) = {i["pmap_series_instance_uid"] for i in items}
+    assert map_series in result.result_series_uids
+    assert {i["seg_sop_instance_uid"] for i in items} == {result.seg_sop_instance_uid}
 
 
 def test_findings_rest_accept_reject_round_trip(server: RunningServer, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ validated with dicom3tools' dciodvfy."""
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 from pathlib import Path
@@ -261,3 +262,184 @@ def test_dx_resized_heatmap_maps_back_to_the_source_size(archive: Archive, tmp_p
 
 def test_dciodvfy_is_installed() -> None:
     assert shutil.which("dciodvfy"), "dicom3tools' dciodvfy is needed to validate AI results"
+
+
+SOFT_HU, DENSE_HU = -200.5, 150.5  # half-integer thresholds: no voxel (integer HU) ties between labels
+
+
+def _two_label_expectation(hu: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The two-label test model's probabilities and argmax label map, from HU alone."""
+    s1, s2 = expit(hu - SOFT_HU), expit(hu - DENSE_HU)
+    probs = np.stack([1 - s1, s1 * (1 - s2), s1 * s2])
+    return probs[1], probs[2], np.argmax(probs, axis=0)
+
+
+def _ct_sources(archive: Archive) -> tuple[list[str], np.ndarray]:
+    with archive.db.session() as s:
+        keys = s.scalars(select(Instance.storage_key)).all()
+    return _source_hu([p for p in (archive.storage.local_path(k) for k in keys) if p is not None])
+
+
+def _pmap_frames_by_source(pmap: pydicom.Dataset, sop_uids: list[str]) -> np.ndarray:
+    frames = np.asarray(pmap.pixel_array, dtype=np.float64)
+    by_uid = {
+        f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID: i
+        for i, f in enumerate(pmap.PerFrameFunctionalGroupsSequence)
+    }
+    return frames[[by_uid[u] for u in sop_uids]]
+
+
+# Content / creation / contribution date and time (the moment each object was made) and the
+# Dimension Organization UID (highdicom mints a new one for each object).
+_WHEN = {"00080023", "00080033", "00080012", "00080013", "0018A002", "00209164"}
+
+
+def _timeless(ds: pydicom.Dataset) -> dict[str, object]:
+    """``ds`` as DICOM JSON (as written to a file and read back), without the times it was made."""
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    buf.seek(0)
+
+    def strip(node: object) -> object:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k not in _WHEN}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    return strip(pydicom.dcmread(buf).to_json_dict(bulk_data_threshold=1 << 40))  # type: ignore[return-value]
+
+
+def test_every_segmentation_label_has_its_own_parametric_map(
+    archive: Archive, ct_series: tuple[str, str], tmp_path: Path
+) -> None:
+    from radsight.ai.results import ResultUIDs
+    from radsight.ai.results.pmap import build_parametric_map
+    from radsight.ai.volume import load_series
+
+    study_uid, series_uid = ct_series
+    sop_uids, hu = _ct_sources(archive)
+    p_soft, p_dense, labels = _two_label_expectation(hu)
+    assert {0, 1, 2} <= set(np.unique(labels).tolist())
+    package = load_package(
+        make_segmentation_package(tmp_path / "seg2", name="test-seg2", threshold_hu=SOFT_HU, dense_hu=DENSE_HU)
+    )
+    result = run_model(archive, package, study_instance_uid=study_uid, series_instance_uid=series_uid, job_id=51)
+    soft, dense = result.findings
+    assert (soft.label, dense.label) == ("Soft tissue", "Dense tissue")
+    uids = ResultUIDs.for_job(51, series_uid, package.metadata)
+    # The first label's map keeps the UID results had before there was one map per label.
+    assert soft.pmap_sop_instance_uid == result.pmap_sop_instance_uid == uids.pmap_sop
+    assert dense.pmap_sop_instance_uid == uids.pmap_sop_for(2, first=False) != uids.pmap_sop
+    assert len(set(result.result_series_uids)) == 3  # SEG, the maps' series, SR
+
+    paths = {}
+    for finding, expected, number in ((soft, p_soft, 1), (dense, p_dense, 2)):
+        path = paths[number] = _path_of(archive, finding.pmap_sop_instance_uid)
+        pmap = pydicom.dcmread(path)
+        _check_provenance(pmap, study_uid, series_uid, "test-seg2", "1.0")
+        assert pmap.SeriesInstanceUID == uids.pmap_series and pmap.InstanceNumber == number
+        assert finding.label in pmap.ContentDescription
+        rwvm = pmap.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
+        assert rwvm.LUTExplanation == f"test-seg2 {finding.label}"
+        quantity = rwvm.QuantityDefinitionSequence[0].ConceptCodeSequence[0]
+        label = next(lab for lab in package.metadata.labels if lab.name == finding.label)
+        assert quantity.CodeValue == label.type.value
+        values = _pmap_frames_by_source(pmap, sop_uids)
+        # float32 in the model and in the map: products of two sigmoids within a few 1e-7.
+        np.testing.assert_allclose(values, expected, atol=2e-6)
+        assert rwvm.DoubleFloatRealWorldValueFirstValueMapped == pytest.approx(values.min(), abs=1e-6)
+        assert rwvm.DoubleFloatRealWorldValueLastValueMapped == pytest.approx(values.max(), abs=1e-6)
+        assert dciodvfy(path) == [], path.name
+
+    # The second map shares the first's frames (pipeline.sibling_parametric_map): it equals the map
+    # highdicom builds for that label, element for element (pixels and content time aside).
+    volume = load_series(archive, series_uid)
+    built = build_parametric_map(
+        volume,
+        np.asarray(pydicom.dcmread(paths[2]).pixel_array)[  # the stored pixels, back in volume order
+            [
+                {
+                    f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID: i
+                    for i, f in enumerate(pydicom.dcmread(paths[2]).PerFrameFunctionalGroupsSequence)
+                }[str(d.SOPInstanceUID)]
+                for d in volume.datasets
+            ]
+        ],
+        package.metadata,
+        uids,
+        label=package.metadata.labels[1],
+        sop_instance_uid=dense.pmap_sop_instance_uid,
+        instance_number=2,
+    )
+    stored = pydicom.dcmread(paths[2])
+    assert _timeless(stored) == _timeless(built)
+
+    # The SEG: both labels as segments, voxel for voxel the model's argmax.
+    seg = hd.seg.segread(_path_of(archive, result.seg_sop_instance_uid))
+    assert seg.SegmentationType == "BINARY"
+    mask = seg.get_pixels_by_source_instance(source_sop_instance_uids=sop_uids, segment_numbers=[1, 2])
+    np.testing.assert_array_equal(mask[..., 0].astype(bool), labels == 1)
+    np.testing.assert_array_equal(mask[..., 1].astype(bool), labels == 2)
+
+
+def test_labelmap_seg_setting(db_url: str, tmp_path: Path) -> None:
+    from conftest import make_settings
+
+    archive = Archive.open(make_settings(tmp_path / "home", db_url, ai_seg_type="labelmap"))
+    try:
+        summary = import_paths(archive.ingest, [CT_DIR], fill_missing_uids=True)
+        assert summary.counts["stored"] == 20, summary
+        with archive.db.session() as s:
+            series = s.scalars(select(Series)).one()
+            study_uid, series_uid = series.study.study_instance_uid, series.series_instance_uid
+        sop_uids, hu = _ct_sources(archive)
+        _, _, labels = _two_label_expectation(hu)
+        package = load_package(
+            make_segmentation_package(tmp_path / "seg2", name="test-seg2", threshold_hu=SOFT_HU, dense_hu=DENSE_HU)
+        )
+        result = run_model(archive, package, study_instance_uid=study_uid, series_instance_uid=series_uid, job_id=52)
+        path = _path_of(archive, result.seg_sop_instance_uid)
+        raw = pydicom.dcmread(path)
+        assert raw.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.7"  # Label Map Segmentation Storage
+        assert raw.BitsAllocated == 8 and raw.PhotometricInterpretation == "MONOCHROME2"
+        # One frame per source slice with voxels, each the segment numbers themselves.
+        assert raw.NumberOfFrames == int(np.count_nonzero(labels.any(axis=(1, 2))))
+        assert set(np.unique(raw.pixel_array).tolist()) == {0, 1, 2}
+        seg = hd.seg.segread(path)
+        _check_provenance(seg, study_uid, series_uid, "test-seg2", "1.0")
+        assert seg.SegmentationType == "LABELMAP"
+        # highdicom describes the background (segment 0) of a label map SEG as well.
+        assert [(d.SegmentNumber, d.SegmentLabel) for d in seg.SegmentSequence] == [
+            (0, "Background"),
+            (1, "Soft tissue"),
+            (2, "Dense tissue"),
+        ]
+        got = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=sop_uids, segment_numbers=[1, 2], combine_segments=True
+        )
+        np.testing.assert_array_equal(got, labels)  # voxel for voxel the model's argmax
+        # The installed dciodvfy (dicom3tools 2022 snapshot) predates the Label Map Segmentation
+        # SOP Class (Sup 243, 2024): it finds no IOD for it, and applies the BINARY SEG rule that
+        # segment numbers start at 1 to the background segment 0 that Sup 243 allows (highdicom
+        # writes it). Those two lines exactly, nothing else.
+        assert dciodvfy(path) == [
+            "Error - SegmentNumber not monotonically increasing from one by one - have SegmentSequence item "
+            "number 1 (from one) with SegmentNumber of 0",
+            "Error - Information Object Not found",
+        ], path.name
+        # The SR still references the segments by number in the label map SEG.
+        sr = hd.sr.srread(_path_of(archive, result.sr_sop_instance_uid))
+        report = sr.content
+        assert isinstance(report, hd.sr.MeasurementReport)
+        refs = [g.referenced_segment for g in report.get_volumetric_roi_measurement_groups()]
+        assert [r.referenced_sop_instance_uid for r in refs if r] == [result.seg_sop_instance_uid] * 2
+        # The same dciodvfy does not know Label Map SEG as a segmentation class, so it refuses a
+        # segment number in a reference to one (once per label); nothing else.
+        not_segmentation = (
+            "Error - Shall not be present for Referenced SOP Class that is not segmentation - "
+            "attribute <ReferencedSegmentNumber>"
+        )
+        assert dciodvfy(_path_of(archive, result.sr_sop_instance_uid)) == [not_segmentation] * 2
+    finally:
+        archive.close()

@@ -42,7 +42,8 @@ def record_findings(session: Session, job: AIJob, result: PipelineResult) -> lis
             location_json=json.dumps(f.location),
             seg_sop_instance_uid=result.seg_sop_instance_uid,
             sr_sop_instance_uid=result.sr_sop_instance_uid,
-            pmap_sop_instance_uid=result.pmap_sop_instance_uid,
+            # A segmentation label's finding points to its own label's map.
+            pmap_sop_instance_uid=f.pmap_sop_instance_uid or result.pmap_sop_instance_uid,
             status="pending",
             created_at=now,
         )

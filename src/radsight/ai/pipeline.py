@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 from radsight.ai import inference, postprocess, preprocess
 from radsight.ai.package import Label, ModelMetadata, ModelPackage, Output, Task
 from radsight.ai.results import ResultUIDs
-from radsight.ai.results.pmap import build_parametric_map
+from radsight.ai.results.pmap import build_parametric_map, sibling_parametric_map
 from radsight.ai.results.seg import build_segmentation
 from radsight.ai.results.sr import build_measurement_report
 from radsight.ai.volume import Volume, load_series
@@ -37,6 +37,8 @@ class FindingData:
     measurements: list[dict[str, Any]] = field(default_factory=list)  # {"name", "value", "unit"}
     # {"series_instance_uid", "sop_instance_uid", "frame", "slice_index", "bbox": [x0, y0, x1, y1], "point": [x, y]}
     location: dict[str, Any] = field(default_factory=dict)
+    # This finding's own parametric map (a segmentation label's probability); empty: the result's.
+    pmap_sop_instance_uid: str = ""
 
 
 @dataclass
@@ -44,7 +46,7 @@ class PipelineResult:
     findings: list[FindingData]
     seg_sop_instance_uid: str = ""
     sr_sop_instance_uid: str = ""
-    pmap_sop_instance_uid: str = ""
+    pmap_sop_instance_uid: str = ""  # a segmentation's first label's map (each finding names its own)
     result_series_uids: list[str] = field(default_factory=list)
 
 
@@ -61,9 +63,9 @@ def _output(meta: ModelMetadata, *kinds: str) -> Output | None:
     return next((o for o in meta.outputs if o.kind in kinds), None)
 
 
-def _positive_label(meta: ModelMetadata) -> Label:
-    """The label the parametric map shows: the first non-background label."""
-    return next((lab for lab in sorted(meta.labels, key=lambda lab: lab.index) if lab.index > 0), meta.labels[0])
+def _mapped_labels(meta: ModelMetadata) -> list[Label]:
+    """The labels that get a probability map: every non-background label, in label order."""
+    return [lab for lab in sorted(meta.labels, key=lambda lab: lab.index) if lab.index > 0]
 
 
 def predict_labelmap(
@@ -97,26 +99,43 @@ def predict_labelmap(
     return probs, postprocess.keep_largest_components(labelmap, meta.labels)
 
 
-def _segment(volume: Volume, package: ModelPackage, uids: ResultUIDs) -> tuple[PipelineResult, list[Dataset]]:
+def _segment(
+    volume: Volume, package: ModelPackage, uids: ResultUIDs, seg_type: Literal["binary", "labelmap"] = "binary"
+) -> tuple[PipelineResult, list[Dataset]]:
     meta = package.metadata
     if not volume.is_3d:
         raise PipelineError(f"{meta.name} is a 3D model; series {volume.series_instance_uid} is not a volume")
     probs, labelmap = predict_labelmap(package, volume.array, volume.spacing)
-    shown = _positive_label(meta)
-    probability = preprocess.to_shape(probs[shown.index], volume.array.shape, order=1).astype(np.float32)
     stats = postprocess.label_statistics(labelmap, volume, meta.labels, hu=volume.modality == "CT")
-    seg = build_segmentation(volume, labelmap, meta, uids)
-    pmap = build_parametric_map(volume, probability, meta, uids, label=shown)
+    seg = build_segmentation(volume, labelmap, meta, uids, seg_type=seg_type)
+    # One parametric map per label (instances 1..n of the map series; the first keeps pmap_sop).
+    pmaps: dict[int, Dataset] = {}
+    first: Dataset | None = None
+    for number, lab in enumerate(_mapped_labels(meta), start=1):
+        probability = preprocess.to_shape(probs[lab.index], volume.array.shape, order=1).astype(np.float32)
+        sop = uids.pmap_sop_for(lab.index, first=first is None)
+        if first is None:
+            first = build_parametric_map(
+                volume, probability, meta, uids, label=lab, sop_instance_uid=sop, instance_number=number
+            )
+            pmaps[lab.index] = first
+        else:
+            pmaps[lab.index] = sibling_parametric_map(
+                first, probability, volume, meta, label=lab, sop_instance_uid=sop, instance_number=number
+            )
     sr = build_measurement_report(volume, meta, uids, stats=stats, seg=seg)
-    findings = [postprocess.finding_from_statistics(s, volume) for s in stats]
+    findings = [FindingData(**postprocess.finding_from_statistics(s, volume)) for s in stats]
+    for finding, s in zip(findings, stats, strict=True):
+        if s.label.index in pmaps:
+            finding.pmap_sop_instance_uid = str(pmaps[s.label.index].SOPInstanceUID)
     result = PipelineResult(
-        findings=[FindingData(**f) for f in findings],
+        findings=findings,
         seg_sop_instance_uid=uids.seg_sop,
         sr_sop_instance_uid=uids.sr_sop,
-        pmap_sop_instance_uid=uids.pmap_sop,
-        result_series_uids=[uids.seg_series, uids.pmap_series, uids.sr_series],
+        pmap_sop_instance_uid=uids.pmap_sop if pmaps else "",
+        result_series_uids=[uids.seg_series, *([uids.pmap_series] if pmaps else []), uids.sr_series],
     )
-    return result, [seg, pmap, sr]
+    return result, [seg, *pmaps.values(), sr]
 
 
 def _classify(volume: Volume, package: ModelPackage, uids: ResultUIDs) -> tuple[PipelineResult, list[Dataset]]:
@@ -200,7 +219,7 @@ def run_model(
         )
     uids = ResultUIDs.for_job(job_id, series_instance_uid, meta)
     if meta.task is Task.SEGMENTATION and meta.input.dimensions == 3:
-        result, datasets = _segment(volume, package, uids)
+        result, datasets = _segment(volume, package, uids, archive.settings.ai_seg_type)
     elif meta.task is Task.CLASSIFICATION:
         result, datasets = _classify(volume, package, uids)
     elif meta.task is Task.DETECTION:

@@ -111,7 +111,7 @@ def finding_from_statistics(stats: LabelStatistics, volume: Volume) -> dict[str,
         source = volume.datasets[stats.slice_index]
         location.update(
             sop_instance_uid=str(source.SOPInstanceUID),
-            frame=1,
+            frame=volume.frame_of(stats.slice_index),  # the frame of a multi-frame source
             slice_index=stats.slice_index,
             bbox=stats.bbox,
             point=[(stats.bbox[0] + stats.bbox[2]) // 2, (stats.bbox[1] + stats.bbox[3]) // 2],

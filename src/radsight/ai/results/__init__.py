@@ -31,6 +31,18 @@ class ResultUIDs:
     pmap_sop: str
     sr_series: str
     sr_sop: str
+    # The seed the UIDs above were made from: per-label parametric maps derive theirs from it too.
+    seed: tuple[str, ...] = ()
+
+    def pmap_sop_for(self, label_index: int, *, first: bool) -> str:
+        """SOP Instance UID of one label's parametric map (a segmentation's maps share the map series).
+
+        The first label's map keeps ``pmap_sop`` (the UID every result had before there was one
+        map per label), so results stored by earlier versions and retried jobs stay duplicates.
+        """
+        if first or not self.seed:
+            return self.pmap_sop
+        return str(generate_uid(entropy_srcs=[*self.seed, f"pmap-sop-label-{label_index}"]))
 
     @classmethod
     def for_job(cls, job_id: int, series_instance_uid: str, meta: ModelMetadata) -> ResultUIDs:
@@ -48,6 +60,7 @@ class ResultUIDs:
             pmap_sop=uid("pmap-sop"),
             sr_series=uid("sr-series"),
             sr_sop=uid("sr-sop"),
+            seed=tuple(seed),
         )
 
 

@@ -7,7 +7,7 @@ import copy
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import UID, generate_uid
 
 from radsight.ai.package import Label, ModelMetadata
 from radsight.ai.results import CONTENT_CREATOR, MANUFACTURER, ResultUIDs, coded, label_result
@@ -36,13 +36,8 @@ def _with_nominal_geometry(source: Dataset) -> Dataset:
     return ds
 
 
-def build_parametric_map(
-    volume: Volume, values: np.ndarray, meta: ModelMetadata, uids: ResultUIDs, *, label: Label
-) -> hd.pm.ParametricMap:
-    """``values`` (slices, rows, columns) float32 on the source grid, one frame per source image."""
-    values = np.ascontiguousarray(values, dtype=np.float32)
-    low, high = float(values.min()), float(values.max())
-    mapping = hd.pm.RealWorldValueMapping(
+def _mapping(meta: ModelMetadata, label: Label, low: float, high: float) -> hd.pm.RealWorldValueMapping:
+    return hd.pm.RealWorldValueMapping(
         lut_label="AI_PROB",
         lut_explanation=f"{meta.name} {label.name}"[:64],
         unit=NO_UNITS,
@@ -51,24 +46,51 @@ def build_parametric_map(
         intercept=0.0,
         quantity_definition=coded(label.type),
     )
-    sources = volume.datasets if volume.orientation is not None else [_with_nominal_geometry(volume.datasets[0])]
+
+
+def _window(low: float, high: float) -> hd.VOILUTTransformation:
+    return hd.VOILUTTransformation(window_center=(low + high) / 2.0, window_width=max(high - low, 1e-6))
+
+
+def _description(meta: ModelMetadata, label: Label) -> str:
+    return f"{meta.name} {meta.version} {label.name} map"[:64]
+
+
+def build_parametric_map(
+    volume: Volume,
+    values: np.ndarray,
+    meta: ModelMetadata,
+    uids: ResultUIDs,
+    *,
+    label: Label,
+    sop_instance_uid: str | None = None,
+    instance_number: int = 1,
+) -> hd.pm.ParametricMap:
+    """``values`` (slices, rows, columns) float32 on the source grid (``volume.array``'s slice order),
+    one frame per source image or source frame.
+
+    One instance per label (``sop_instance_uid``, ``instance_number``; all in the map series): its
+    Real World Value Mapping and Content Description name the label, a finding points to its own
+    label's map, and a viewer loads only the map it shows.
+    """
+    values = np.ascontiguousarray(volume.to_source_order(values), dtype=np.float32)
+    low, high = float(values.min()), float(values.max())
+    sources = volume.source_images if volume.orientation is not None else [_with_nominal_geometry(volume.datasets[0])]
     pmap = hd.pm.ParametricMap(
         source_images=sources,
         pixel_array=values,
         series_instance_uid=uids.pmap_series,
         series_number=9002,
-        sop_instance_uid=uids.pmap_sop,
-        instance_number=1,
+        sop_instance_uid=sop_instance_uid or uids.pmap_sop,
+        instance_number=instance_number,
         manufacturer=MANUFACTURER,
         manufacturer_model_name=meta.name,
         software_versions=meta.version,
         device_serial_number=meta.sha256[:16],
         contains_recognizable_visual_features=False,
-        real_world_value_mappings=[mapping],
-        voi_lut_transformations=[
-            hd.VOILUTTransformation(window_center=(low + high) / 2.0, window_width=max(high - low, 1e-6))
-        ],
-        content_description=f"{meta.name} {meta.version} {label.name} map"[:64],
+        real_world_value_mappings=[_mapping(meta, label, low, high)],
+        voi_lut_transformations=[_window(low, high)],
+        content_description=_description(meta, label),
         content_creator_name=CONTENT_CREATOR.replace(" ", "^"),
         content_label="AI_PMAP",
     )
@@ -77,3 +99,54 @@ def build_parametric_map(
         # General Series Laterality is Type 2C; dciodvfy wants it (empty) on a parametric map.
         pmap.Laterality = ""
     return pmap
+
+
+def sibling_parametric_map(
+    first: Dataset,
+    values: np.ndarray,
+    volume: Volume,
+    meta: ModelMetadata,
+    *,
+    label: Label,
+    sop_instance_uid: str,
+    instance_number: int,
+) -> Dataset:
+    """Another label's map on the same frames as ``first`` (made by :func:`build_parametric_map`).
+
+    Written here because highdicom has no way to make several maps over one geometry: each
+    ParametricMap() rebuilds and re-validates every per-frame functional group (about 1 s for
+    112 frames, per label). The per-frame groups (plane positions, source frame references) are
+    the same for every label, so they are shared with ``first``; what differs (UIDs, instance
+    number, pixels, the Real World Value Mapping and window in the shared groups, the
+    description) is set with highdicom's own objects. tests/test_ai_results.py checks the result
+    against a ParametricMap built by highdicom for the same label.
+    """
+    # highdicom orders the frames its own way (by position): follow ``first``'s frames by the source
+    # image (and frame) each one references.
+    slice_of = {(str(d.SOPInstanceUID), volume.frame_of(i)): i for i, d in enumerate(volume.datasets)}
+    order = []
+    for item in first.PerFrameFunctionalGroupsSequence:
+        src = item.DerivationImageSequence[0].SourceImageSequence[0]
+        order.append(slice_of[(str(src.ReferencedSOPInstanceUID), int(src.get("ReferencedFrameNumber", 1)))])
+    values = np.ascontiguousarray(values[order], dtype=np.float32)
+    low, high = float(values.min()), float(values.max())
+    ds = Dataset()
+    ds.file_meta = copy.deepcopy(first.file_meta)
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
+    replaced = {"SOPInstanceUID", "InstanceNumber", "FloatPixelData", "SharedFunctionalGroupsSequence",
+                "ContentDescription", "ContentDate", "ContentTime"}
+    for elem in first:
+        if elem.keyword not in replaced:
+            ds.add(elem)  # the element objects are shared, never changed: ds only replaces its own
+    shared = copy.deepcopy(first.SharedFunctionalGroupsSequence)
+    shared[0].RealWorldValueMappingSequence = [_mapping(meta, label, low, high)]
+    window = _window(low, high)
+    shared[0].FrameVOILUTSequence[0].WindowCenter = window.WindowCenter
+    shared[0].FrameVOILUTSequence[0].WindowWidth = window.WindowWidth
+    ds.SharedFunctionalGroupsSequence = shared
+    ds.SOPInstanceUID = sop_instance_uid
+    ds.InstanceNumber = instance_number
+    ds.ContentDescription = _description(meta, label)
+    ds.ContentDate, ds.ContentTime = first.ContentDate, first.ContentTime
+    ds.FloatPixelData = values.tobytes()
+    return ds

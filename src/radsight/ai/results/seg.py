@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import highdicom as hd
 import numpy as np
 from pydicom.uid import generate_uid
@@ -18,12 +20,20 @@ def segment_numbers(meta: ModelMetadata) -> dict[int, int]:
 
 
 def build_segmentation(
-    volume: Volume, labelmap: np.ndarray, meta: ModelMetadata, uids: ResultUIDs
+    volume: Volume,
+    labelmap: np.ndarray,
+    meta: ModelMetadata,
+    uids: ResultUIDs,
+    *,
+    seg_type: Literal["binary", "labelmap"] = "binary",
 ) -> hd.seg.Segmentation:
-    """A BINARY SEG, one segment per non-background label, frames for every source slice with voxels.
+    """A SEG, one segment per non-background label, frames for every source slice with voxels.
 
-    BINARY rather than LABELMAP: the Label Map Segmentation SOP Class (2024) is not yet read by
-    most viewers and validators; binary segments are.
+    BINARY by default (setting ``ai_seg_type``): the Label Map Segmentation SOP Class (Sup 243,
+    2024) is not yet read by most viewers and validators; binary segments are. LABELMAP: one
+    frame per slice whose pixel values are the segment numbers (8 bits up to 255 segments).
+    ``labelmap`` is in ``volume.array``'s slice order; a multi-frame source gets its frames back
+    in its own frame order, which is how highdicom pairs SEG frames with source frames.
     """
     numbers = segment_numbers(meta)
     pixels = np.zeros(labelmap.shape, dtype=np.uint8)
@@ -49,9 +59,11 @@ def build_segmentation(
             )
         )
     seg = hd.seg.Segmentation(
-        source_images=volume.datasets,
-        pixel_array=pixels,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        source_images=volume.source_images,
+        pixel_array=volume.to_source_order(pixels),
+        segmentation_type=hd.seg.SegmentationTypeValues.LABELMAP
+        if seg_type == "labelmap"
+        else hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
         series_instance_uid=uids.seg_series,
         series_number=9001,
