@@ -83,6 +83,7 @@ export const Tag = {
   NumberOfStudyRelatedSeries: '00201206',
   NumberOfStudyRelatedInstances: '00201208',
   NumberOfSeriesRelatedInstances: '00201209',
+  PhotometricInterpretation: '00280004',
   NumberOfFrames: '00280008',
   Rows: '00280010',
   Columns: '00280011',

@@ -33,10 +33,28 @@ export const PRIMARY_TOOLS = [
 
 export const MEASUREMENT_TOOLS: string[] = [ToolName.Length, ToolName.Angle, ToolName.RectangleROI, ToolName.EllipticalROI];
 
+// Frames asked for decoded by the server (Explicit VR Little Endian) instead of as stored.
+const decodedByServer = new Set<string>();
+const DECODED = 'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1';
+
+/**
+ * Ask for `imageId`'s frame decoded by the server. Used for the first image only: decoding it in
+ * the browser first needs the decode worker to fetch and compile the codec's WebAssembly (about
+ * 1 s for JPEG 2000 on a loaded 2-core machine, measured), while the server decodes one frame in
+ * milliseconds; the rest of the series comes as stored (smaller), once the codec is warm.
+ */
+export function decodeOnServer(imageId: string): void {
+  decodedByServer.add(imageId);
+}
+
 export function initCornerstone(): void {
   coreInit();
   // Without cross-origin isolation the loader still works: it decodes in ordinary workers.
-  loaderInit({ maxWebWorkers: Math.max(1, Math.min(navigator.hardwareConcurrency || 2, 4)) });
+  loaderInit({
+    maxWebWorkers: Math.max(1, Math.min(navigator.hardwareConcurrency || 2, 4)),
+    // The loader's own Accept (any transfer syntax), except for the frames above.
+    beforeSend: (_xhr, imageId) => (decodedByServer.has(imageId) ? { Accept: DECODED } : undefined),
+  });
 }
 
 export type ToolsModule = typeof import('./toolsSetup');

@@ -16,7 +16,7 @@ import {
   volumeLoader,
 } from '@cornerstonejs/core';
 import { type DicomJsonDataset, DicomWebClient, Tag, formatDate, formatName, str } from '../dicomweb';
-import { MPR_GROUP, PRIMARY_TOOLS, STACK_GROUP, ToolName, type ToolsModule, initCornerstone, loadTools } from './cornerstone';
+import { MPR_GROUP, PRIMARY_TOOLS, STACK_GROUP, ToolName, type ToolsModule, decodeOnServer, initCornerstone, loadTools } from './cornerstone';
 import { showHelp } from './help';
 import { type LoadedSeries, type SeriesInfo, loadSeries, seriesInfo } from './series';
 
@@ -346,10 +346,7 @@ async function showSeries(slot: Slot, seriesUID: string): Promise<void> {
     updateOverlay(slot);
     return;
   }
-  if (!firstSeriesIds.size) {
-    for (const id of series.imageIds) firstSeriesIds.add(id);
-    state.expectedImages = series.imageIds.length;
-  }
+  noteFirstSeries(series);
   try {
     await vp.setStack(series.imageIds, 0);
     showMessage(slot, '');
@@ -795,6 +792,29 @@ eventTarget.addEventListener(Enums.Events.IMAGE_LOAD_ERROR, ((evt: CustomEvent<{
   if (slot) showMessage(slot, `This image could not be loaded or decoded: ${describeError(error)}`, true);
 }) as EventListener);
 
+/** Note the series whose loading the hook reports (`loadedImages`, `allLoadedMs`). */
+function noteFirstSeries(series: LoadedSeries): void {
+  if (firstSeriesIds.size) return;
+  for (const id of series.imageIds) firstSeriesIds.add(id);
+  state.expectedImages = series.imageIds.length;
+}
+
+/** Load the first viewport's first image into the cache now (`setStack` finds it there). */
+async function requestFirstFrame(): Promise<void> {
+  const first = seriesList[0];
+  if (!first) return;
+  const series = await getLoaded(first.seriesUID);
+  if (series.notImage || !series.imageIds.length) return;
+  noteFirstSeries(series);
+  // Greyscale only: the server's decoded colour frames may be RGB where the metadata says YBR.
+  if (/^MONOCHROME/.test(str(series.instances[0], Tag.PhotometricInterpretation)) && params.get('firstFrame') !== 'stored') {
+    decodeOnServer(series.imageIds[0]);
+  }
+  state.marks.frameRequested = performance.now();
+  // A failure is reported by IMAGE_LOAD_ERROR and met again by setStack.
+  imageLoader.loadAndCacheImage(series.imageIds[0]).catch(() => undefined);
+}
+
 async function start(): Promise<void> {
   buildToolbar();
   if (!studyUIDs.length) {
@@ -807,6 +827,13 @@ async function start(): Promise<void> {
   studyFound.catch(() => undefined);
   seriesFound.catch(() => undefined);
   initCornerstone();
+  state.marks.loaderInit = performance.now();
+  // The first frame is asked for (and the decode worker with its codec starts) before the
+  // rendering engine is built: its fetch and decode overlap the engine's WebGL set-up. The
+  // page's inline script has usually brought the series list and metadata already; if not,
+  // the engine does not wait for them.
+  const firstAsked = seriesFound.then(requestFirstFrame).catch(() => undefined);
+  await Promise.race([firstAsked, new Promise((resolve) => setTimeout(resolve, 30))]);
   engine = new RenderingEngine('radsight');
   state.marks.init = performance.now();
   try {
