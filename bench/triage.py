@@ -22,6 +22,14 @@ background tasks running), twice with the same arrivals, images, AI outputs and 
   (log-normal, mean ``--read-minutes``): claim, look at the findings, accept them, sign.
   "AI" readers take the top of ``GET /api/worklist?status=unread``; "FIFO" readers take the
   oldest unread study of the same list.
+- ``--model cxr-pneumonia``: instead of the simulated operating point, each study's
+  probability is the shipped model's output on that study's DICOM pixels (serving's own
+  preprocessing and ONNX Runtime, computed before the shift), the worklist levels come from the
+  package's own urgency thresholds, and the images come only from the model's validation split
+  (patient-grouped, seed 0, 15 %: images it never trained on). The job still takes
+  ``--ai-minutes`` of simulated time: running the real job inside the compressed clock would
+  count each real second of inference as 5 simulated minutes (the real arrival-to-result
+  latency is ``bench/ai.py``'s).
 - Both modes run at once (two servers, same schedule), so the machine's load weighs on both alike.
 - Reported from ``GET /api/turnaround`` (server timestamps): arrival-to-sign in simulated
   minutes for the truly critical studies (median, p90, mean) and for all the others, per mode,
@@ -29,6 +37,7 @@ background tasks running), twice with the same arrivals, images, AI outputs and 
 
     .venv/bin/python bench/triage.py            # 300 studies over a 12 h shift, ~4 min
     .venv/bin/python bench/triage.py --quick    # 120 studies over 4.8 h, ~2 min
+    .venv/bin/python bench/triage.py --model cxr-pneumonia   # the shipped model decides
 """
 
 from __future__ import annotations
@@ -84,10 +93,16 @@ def plan(args: argparse.Namespace, work: Path) -> list[Study]:
     from radsight.datasets.cxr import cxr_to_dicom
 
     rng = random.Random(args.seed)
-    normal = sorted((CXR / "NORMAL").glob("*.jp*g"))
-    pneumonia = sorted((CXR / "PNEUMONIA").glob("*.jp*g"))
-    rng.shuffle(normal)
-    rng.shuffle(pneumonia)
+    if args.model:
+        normal, pneumonia = validation_images()
+    else:
+        normal = sorted((CXR / "NORMAL").glob("*.jp*g"))
+        pneumonia = sorted((CXR / "PNEUMONIA").glob("*.jp*g"))
+    # Images are shuffled by their own generator, so that the shift (arrivals, orders, AI outputs,
+    # reading times) is the same whichever image set (--model or not) it draws from.
+    image_rng = random.Random(f"images-{args.seed}")
+    image_rng.shuffle(normal)
+    image_rng.shuffle(pneumonia)
     rate = args.studies / (args.hours * 60)
     t = 0.0
     sigma = 0.5  # log-normal spread of reading times
@@ -117,7 +132,37 @@ def plan(args: argparse.Namespace, work: Path) -> list[Study]:
             ds.RequestedProcedurePriority = "STAT"
             ds.save_as(path, enforce_file_format=True)
         studies.append(Study(i, path, str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), critical, stat, t, read, p))
+    if args.model:
+        for st, p in zip(studies, model_probabilities(args.model, [st.path for st in studies]), strict=True):
+            st.probability = p
     return studies
+
+
+def model_probabilities(model: str, paths: list[Path]) -> list[float]:
+    """The shipped model's probability for each DICOM file, through serving's preprocessing."""
+    import numpy as np
+
+    from radsight.ai.package import load_package
+    from radsight.ai.registry import builtin_dir
+    from radsight.train import data as datalib
+    from radsight.train.evaluate import _run_onnx  # the pipeline's reading of the outputs, batched
+
+    package = load_package(builtin_dir() / model)
+    inputs = np.stack([datalib.network_input(datalib.read_grey(p), package.metadata.input) for p in paths])
+    probs, _ = _run_onnx(package, inputs)
+    return [float(p) for p in probs]
+
+
+def validation_images() -> tuple[list[Path], list[Path]]:
+    """NORMAL and PNEUMONIA images of the shipped model's validation split (see its model card)."""
+    from radsight.train import data as datalib
+
+    samples = datalib.discover(CXR, read_dicom_attributes=False)
+    targets = datalib.binary_targets(samples, "PNEUMONIA")
+    _, val_idx = datalib.split_by_group(samples, targets, val_fraction=0.15, seed=0)
+    normal = sorted(samples[i].path for i in val_idx if targets[i] == 0)
+    pneumonia = sorted(samples[i].path for i in val_idx if targets[i] == 1)
+    return normal, pneumonia
 
 
 def free_port() -> int:
@@ -131,10 +176,36 @@ def aging_rules(scale: float) -> list[dict[str, Any]]:
     return [{"from_level": "routine", "to_level": "urgent", "after_minutes": 240 * scale / 60}]
 
 
+def _simulated_model(archive: Any) -> Any:
+    """A model row without a package: the bench's ``execute`` returns its probabilities."""
+    from radsight.index.models import AIModel
+
+    meta = {
+        "name": MODEL,
+        "version": "1.0",
+        "labels": [{"name": "Pneumonia", "urgency": {"critical": 0.9, "urgent": 0.7}}],
+    }
+    model = AIModel(
+        name=MODEL,
+        version="1.0",
+        task="classification",
+        sha256="0" * 64,
+        package_dir="",
+        metadata_json=json.dumps(meta),
+        enabled=True,
+        added_at=datetime.now(UTC),
+    )
+    with archive.db.session() as s:
+        s.add(model)
+        s.commit()
+        s.expunge(model)
+    return model
+
+
 def run_mode(
     mode: str, studies: list[Study], args: argparse.Namespace, work: Path, barrier: threading.Barrier
 ) -> list[dict[str, Any]]:
-    from radsight.ai import jobs
+    from radsight.ai import jobs, registry
     from radsight.ai.pipeline import FindingData, PipelineResult
     from radsight.ai.worker import WorkerPool
     from radsight.api.auth import add_user
@@ -158,24 +229,14 @@ def run_mode(
     with archive.db.session() as s:
         for name in readers:
             add_user(s, name, READER_PASSWORD, "radiologist")
-        meta = {
-            "name": MODEL,
-            "version": "1.0",
-            "labels": [{"name": "Pneumonia", "urgency": {"critical": 0.9, "urgent": 0.7}}],
-        }
-        model = AIModel(
-            name=MODEL,
-            version="1.0",
-            task="classification",
-            sha256="0" * 64,
-            package_dir="",
-            metadata_json=json.dumps(meta),
-            enabled=True,
-            added_at=datetime.now(UTC),
-        )
-        s.add(model)
-        s.commit()
-        s.expunge(model)
+    if args.model:
+        installed = registry.install(archive, registry.builtin_dir() / args.model)
+        with archive.db.session() as s:
+            model = s.get(AIModel, installed.id)
+            assert model is not None
+            s.expunge(model)
+    else:
+        model = _simulated_model(archive)
     port = free_port()
     proc = subprocess.Popen(
         [str(VENV_BIN / "radsight"), "serve", "--http-port", str(port), "--dicom-port", str(free_port())],
@@ -186,10 +247,12 @@ def run_mode(
     base = f"http://127.0.0.1:{port}"
     truth = {st.study_uid: st for st in studies}
 
+    threshold = next((lab.get("threshold") for lab in json.loads(model.metadata_json)["labels"]), None) or 0.5
+
     def execute(_archive: Any, job: Any) -> PipelineResult:
         time.sleep(args.ai_minutes * args.scale)
         p = truth[job.study_instance_uid].probability
-        return PipelineResult(findings=[FindingData("Pneumonia", p, p >= 0.5)])
+        return PipelineResult(findings=[FindingData("Pneumonia", p, p >= threshold)])
 
     pool = WorkerPool(archive, 1, execute=execute, poll_seconds=0.05)
     try:
@@ -310,7 +373,16 @@ def summarise(rows: list[dict[str, Any]], studies: list[Study], scale: float) ->
             "mean": round(statistics.fmean(v), 1),
         }
 
-    return {k: stats(v) for k, v in groups.items()}
+    out: dict[str, Any] = {k: stats(v) for k, v in groups.items()}
+    # What the AI flagged: its realised operating point at the critical level on this shift.
+    flagged = [r for r in rows if r.get("priority") == "critical" and r["StudyInstanceUID"] in truth]
+    out["flagged_critical"] = {
+        "true_critical": sum(truth[r["StudyInstanceUID"]].critical for r in flagged),
+        "of_critical": sum(st.critical for st in studies),
+        "false": sum(not truth[r["StudyInstanceUID"]].critical for r in flagged),
+        "of_others": sum(not st.critical for st in studies),
+    }
+    return out
 
 
 def main() -> None:
@@ -327,6 +399,7 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=0.2, help="real seconds per simulated minute")
     ap.add_argument("--seed", type=int, default=6)
     ap.add_argument("--quick", action="store_true", help="120 studies over 4.8 h")
+    ap.add_argument("--model", help="a shipped model (e.g. cxr-pneumonia) that really runs on each study")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     if args.quick:
