@@ -92,19 +92,26 @@ def test_record_findings_is_idempotent_and_listed(archive: Archive, tmp_path: Pa
             findings.decide(s, item["id"] + 1000, "accepted", "admin")
 
 
-def test_each_segmentation_finding_points_to_its_labels_map(archive: Archive, tmp_path: Path) -> None:
+def recorded_two_label_run(archive: Archive, ct_dir: Path, package_dir: Path) -> tuple[str, PipelineResult]:
+    """The real CT imported, the two-label test model run on it as a job, its findings recorded."""
     from radsight.index.models import Series
     from radsight.ingest.importer import import_paths
 
-    import_paths(archive.ingest, [CT_DIR], fill_missing_uids=True)
+    import_paths(archive.ingest, [ct_dir], fill_missing_uids=True)
     with archive.db.session() as s:
         series = s.scalars(select(Series)).one()
         study_uid, series_uid = series.study.study_instance_uid, series.series_instance_uid
-    package = load_package(make_segmentation_package(tmp_path / "seg2", threshold_hu=-200.5, dense_hu=150.5))
+    package = load_package(make_segmentation_package(package_dir, threshold_hu=-200.5, dense_hu=150.5))
     job, result = _job_for(archive, package, study_uid, series_uid)
     with archive.db.session() as s:
         findings.record_findings(s, job, result)
         s.commit()
+    return study_uid, result
+
+
+def test_each_segmentation_finding_points_to_its_labels_map(archive: Archive, tmp_path: Path) -> None:
+    study_uid, result = recorded_two_label_run(archive, CT_DIR, tmp_path / "seg2")
+    with archive.db.session() as s:
         items = findings.findings_for_study(s, study_uid)
     assert [i["label"] for i in items] == ["Soft tissue", "Dense tissue"]
     maps = [i["pmap_sop_instance_uid"] for i in items]

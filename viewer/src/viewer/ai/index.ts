@@ -40,6 +40,9 @@ export interface AiState {
   findingsApi: boolean;
   segmentations: { id: string; segments: number; viewports: string[] }[];
   heatmaps: number;
+  /** Parametric maps offered for the series shown (one per segmentation label), and the one drawn. */
+  heatmapChoices: { sop: string; label: string }[];
+  heatmapShown: string;
   drawn: Record<string, number>;
   busy: number;
   /** Per SEG: ms from the request to the labelmap registered. */
@@ -62,7 +65,7 @@ const PMAP_CLASS = '1.2.840.10008.5.1.4.1.1.30';
 const AI_RE = /AI generated/i;
 
 let host!: AiHost;
-const aiState: AiState = { findings: 0, findingsApi: false, segmentations: [], heatmaps: 0, drawn: {}, busy: 0, segLoadMs: [], maxFrameGapMs: 0, segLongestTaskMs: [], segLongestTaskSplit: [], segDecode: [], run: { message: '', jobs: [], finished: 0 } };
+const aiState: AiState = { findings: 0, findingsApi: false, segmentations: [], heatmaps: 0, heatmapChoices: [], heatmapShown: '', drawn: {}, busy: 0, segLoadMs: [], maxFrameGapMs: 0, segLongestTaskMs: [], segLongestTaskSplit: [], segDecode: [], run: { message: '', jobs: [], finished: 0 } };
 
 // While overlays load, measure how long the page goes without painting.
 let watching = false;
@@ -100,6 +103,11 @@ const segs = new Map<string, Promise<AiSegmentation | undefined>>();
 let segLoadStart: number | undefined;
 let segRegisteredAt = 0;
 const heatmaps = new Map<string, Promise<Heatmap | undefined>>();
+/** Parametric maps that go with the series shown, by SOP Instance UID; one of them is drawn at a
+ * time (a segmentation has one map per label): the picked finding's, or the reader's choice. */
+type MapChoice = { sop: string; series: LoadedSeries; inst: DicomJsonDataset; order: number };
+const mapChoices = new Map<string, MapChoice>();
+let activeMap: string | undefined;
 let findings: Finding[] = [];
 let findingsLoaded: Promise<void> = Promise.resolve();
 let findingsList: HTMLElement;
@@ -292,6 +300,7 @@ async function loadFindings(): Promise<void> {
     aiState.findingsApi = api;
     aiState.findings = all.length;
     renderFindings();
+    renderOverlayControls(); // map names come from the findings that point to them
     redrawAll();
   } catch (err) {
     error('AI findings', err);
@@ -345,6 +354,8 @@ async function showModelCard(name: string): Promise<void> {
 }
 
 async function jumpTo(f: Finding): Promise<void> {
+  // The finding's own probability map (a segmentation label's) becomes the one drawn.
+  if (f.pmap_sop_instance_uid) void selectMap(f.pmap_sop_instance_uid);
   const loc = f.location ?? {};
   const seriesUID = loc.series_instance_uid;
   let slot = host.slots().find((s) => s.series && (!seriesUID || s.series.seriesUID === seriesUID) && !s.orientation);
@@ -451,6 +462,52 @@ function getHeatmap(series: LoadedSeries, inst: DicomJsonDataset): Promise<Heatm
 const loadedSegs: AiSegmentation[] = [];
 const loadedHeatmaps: Heatmap[] = [];
 
+/** A map's name in the choice: the label of the finding that points to it, else its Content
+ * Description, else its series'. */
+function mapLabel(c: MapChoice): string {
+  const f = findings.find((x) => x.pmap_sop_instance_uid === c.sop);
+  if (f) return `${f.label} (${f.model})`;
+  return str(c.inst, '00700081') || c.series.description || 'Parametric map';
+}
+
+function sortedChoices(): MapChoice[] {
+  const num = (c: MapChoice) => Number(str(c.inst, '00200013')) || 0;
+  return [...mapChoices.values()].sort((a, b) => a.order - b.order || num(a) - num(b));
+}
+
+/** Load (once) the map to draw: the chosen one, else the first offered. */
+async function loadActiveMap(): Promise<Heatmap | undefined> {
+  if (!activeMap || !mapChoices.has(activeMap)) {
+    const firstChoice = sortedChoices()[0];
+    if (!firstChoice) return undefined;
+    activeMap = firstChoice.sop;
+  }
+  const c = mapChoices.get(activeMap)!;
+  const previous = loadedHeatmaps.find((x) => x.sop === aiState.heatmapShown);
+  const h = await getHeatmap(c.series, c.inst);
+  if (h && !loadedHeatmaps.includes(h)) loadedHeatmaps.push(h);
+  // The reader's display settings carry over to the next map.
+  if (h && previous && previous !== h) Object.assign(h, { visible: previous.visible, opacity: previous.opacity });
+  aiState.heatmapShown = h?.sop ?? '';
+  aiState.heatmapChoices = sortedChoices().map((x) => ({ sop: x.sop, label: mapLabel(x) }));
+  return h;
+}
+
+/** Draw the map `sop` (a finding's, or picked in the overlay panel) instead of the current one. */
+async function selectMap(sop: string): Promise<void> {
+  if (sop === activeMap && aiState.heatmapShown === sop) return;
+  activeMap = sop;
+  if (!mapChoices.has(sop)) return; // offered later, with its series: loadActiveMap takes it then
+  aiState.busy += 1;
+  try {
+    await loadActiveMap();
+    renderOverlayControls();
+    redrawAll();
+  } finally {
+    aiState.busy -= 1;
+  }
+}
+
 /** Called after a viewport shows `slot.series` (stack) or its volume (MPR). */
 export async function onViewportShown(slotId: string): Promise<void> {
   const slot = host.slots().find((s) => s.id === slotId);
@@ -467,10 +524,11 @@ export async function onViewportShown(slotId: string): Promise<void> {
         if (!loadedSegs.includes(seg)) loadedSegs.push(seg);
         await showInViewport(seg, slot.id);
       } else {
-        const h = await getHeatmap(o.series, o.inst);
-        if (h && !loadedHeatmaps.includes(h)) loadedHeatmaps.push(h);
+        const sop = str(o.inst, Tag.SOPInstanceUID);
+        if (!mapChoices.has(sop)) mapChoices.set(sop, { sop, series: o.series, inst: o.inst, order: mapChoices.size });
       }
     }
+    await loadActiveMap();
     aiState.segmentations = loadedSegs.map((s) => ({ id: s.segmentationId, segments: s.segments.length, viewports: [...s.viewports] }));
     renderOverlayControls();
     host.engine().getViewport(slot.id)?.render();
@@ -525,7 +583,7 @@ function redraw(slot: AiSlot): void {
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   const imageId = slot.orientation ? undefined : (vp as StackViewport).getCurrentImageId?.();
   let n = 0;
-  for (const hm of loadedHeatmaps) if (drawHeatmap(ctx, hm, vp, imageId)) n++;
+  for (const hm of loadedHeatmaps) if (hm.sop === aiState.heatmapShown && drawHeatmap(ctx, hm, vp, imageId)) n++;
   if (imageId && slot.series) n += drawFindingMarks(ctx, vp, imageId, slot.series);
   aiState.drawn[slot.id] = n;
 }
@@ -640,14 +698,31 @@ function renderOverlayControls(): void {
     );
     blocks.push(box);
   }
-  for (const h of loadedHeatmaps) {
+  const h = loadedHeatmaps.find((x) => x.sop === aiState.heatmapShown);
+  if (h) {
     const box = document.createElement('div');
     box.className = 'ai-overlay-item heatmap';
     const title = document.createElement('div');
     title.className = 'ai-overlay-title';
-    title.textContent = h.label;
+    const choices = sortedChoices();
+    title.textContent = choices.length > 1 ? 'Probability map' : h.label;
+    box.append(title);
+    if (choices.length > 1) {
+      // One map per segmentation label: the reader picks which (a finding's "Go to slice" does too).
+      const select = document.createElement('select');
+      select.dataset.ai = 'heatmap-choice';
+      select.setAttribute('aria-label', 'Probability map shown');
+      for (const c of choices) {
+        const option = document.createElement('option');
+        option.value = c.sop;
+        option.textContent = mapLabel(c);
+        option.selected = c.sop === h.sop;
+        select.append(option);
+      }
+      select.addEventListener('change', () => void selectMap(select.value));
+      box.append(select);
+    }
     box.append(
-      title,
       checkbox('Show heatmap', h.visible, 'heatmap-visible', (v) => {
         h.visible = v;
         redrawAll();

@@ -84,6 +84,8 @@ export function decodeSeg(part10: ArrayBuffer, source: SegSource, tolerance = 1e
 
   const segments: DecodedSegment[] = ((Array.isArray(ds.SegmentSequence) ? ds.SegmentSequence : [ds.SegmentSequence]) as Ds[])
     .filter(Boolean)
+    // A LABELMAP SEG may describe its background as segment 0: not a segment to draw.
+    .filter((s) => Number(s.SegmentNumber) > 0)
     .map((s) => ({
       number: Number(s.SegmentNumber),
       label: String(s.SegmentLabel ?? `Segment ${s.SegmentNumber}`),
