@@ -133,8 +133,15 @@ def sibling_parametric_map(
     ds = Dataset()
     ds.file_meta = copy.deepcopy(first.file_meta)
     ds.file_meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
-    replaced = {"SOPInstanceUID", "InstanceNumber", "FloatPixelData", "SharedFunctionalGroupsSequence",
-                "ContentDescription", "ContentDate", "ContentTime"}
+    replaced = {
+        "SOPInstanceUID",
+        "InstanceNumber",
+        "FloatPixelData",
+        "SharedFunctionalGroupsSequence",
+        "ContentDescription",
+        "ContentDate",
+        "ContentTime",
+    }
     for elem in first:
         if elem.keyword not in replaced:
             ds.add(elem)  # the element objects are shared, never changed: ds only replaces its own
