@@ -21,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pydicom
 import pytest
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
@@ -173,6 +174,65 @@ def test_sigkill_of_the_server_during_c_store(tmp_path: Path, db_url: str, sourc
         assoc.abort()
         assert proc.wait(timeout=30) == -signal.SIGKILL
         assert kill_at <= len(acked) < len(files)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    _assert_restart_consistent(home, db_url, acked, {_digest(p.read_bytes()) for p in files})
+
+
+def test_sigkill_of_the_server_during_concurrent_stow(tmp_path: Path, db_url: str, source_folder: Path) -> None:
+    """``radsight serve`` killed while 4 STOW-RS clients send one instance per request (their
+    instances share group commits): every instance listed in a response's ReferencedSOPSequence
+    is there, with its bytes, after the restart."""
+    home = tmp_path / "home"
+    files = sorted(source_folder.rglob("*.dcm"))
+    http_port = free_port()
+    env = {**os.environ, "RADSIGHT_HOME": str(home), "RADSIGHT_DATABASE_URL": db_url}
+    subprocess.run([str(RADSIGHT), "user", "add", "stow", "--role", "technologist", "--password-stdin"],
+                   input="stow-password\n", text=True, env=env, check=True, capture_output=True, timeout=120)
+    proc = subprocess.Popen([str(RADSIGHT), "serve", "--http-port", str(http_port), "--dicom-port", str(free_port())],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{http_port}/dicomweb/studies"
+    acked: set[str] = set()
+    lock = threading.Lock()
+    todo = iter(files)
+
+    def client() -> None:
+        with httpx.Client(auth=("stow", "stow-password"), timeout=30) as c:
+            while True:
+                with lock:
+                    path = next(todo, None)
+                if path is None:
+                    return
+                try:
+                    r = c.post(url, content=path.read_bytes(), headers={"Content-Type": "application/dicom"})
+                except httpx.HTTPError:
+                    return  # the server is gone
+                if r.status_code == 200:
+                    uids = [item["00081155"]["Value"][0] for item in r.json()["00081199"]["Value"]]
+                    with lock:
+                        acked.update(uids)
+                        if len(acked) == 20:  # kill in the middle of the load
+                            threading.Timer(random.Random(3).uniform(0, 0.02), proc.kill).start()
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{http_port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "radsight serve did not start"
+            time.sleep(0.3)
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+        assert 20 <= len(acked) < len(files)
     finally:
         if proc.poll() is None:
             proc.kill()
