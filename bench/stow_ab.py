@@ -14,6 +14,7 @@ halves alternating A-B-B-A, and prints instances/s and server CPU ms per instanc
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -60,6 +61,7 @@ def main() -> int:
     finally:
         after.stop()
         before.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
