@@ -8,10 +8,11 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from ai_testmodels import make_classification_package
 from conftest import RunningServer
@@ -156,6 +157,43 @@ def test_order_priority_from_dicom_and_from_a_user_sorts_the_worklist(wl: Archiv
     assert items[0]["order_priority"] == "STAT" and row(wl, routine).order_priority_source == "user"
     assert event_types(wl, stat) == ["study-added"]
     assert event_types(wl, routine) == ["study-added", "study-updated"]
+
+
+def test_order_priority_comes_from_the_header_ingest_parsed(wl: Archive, tmp_path: Path) -> None:
+    """The listener does not read the stored file again: a file that went away meanwhile changes nothing."""
+    from radsight.ingest.service import StoredEvent
+
+    reads: list[str] = []
+    original_open = wl.storage.open
+
+    def counting_open(key: str) -> Any:
+        reads.append(key)
+        return original_open(key)
+
+    wl.storage.open = counting_open  # type: ignore[method-assign]
+    try:
+        stat = store_study(wl, tmp_path, requested_priority="STAT")
+    finally:
+        del wl.storage.open
+    assert reads == []
+    assert (row(wl, stat).order_priority, row(wl, stat).order_priority_source) == ("STAT", "dicom")
+    # Without the header (an event from an older producer) the stored file is read instead.
+    ds = make_ct(patient_id="WL-fallback")
+    ds.StudyPriorityID = "HIGH"
+    ds.save_as(tmp_path / "fallback.dcm", enforce_file_format=True)
+    with wl.db.session() as s:
+        before = s.scalar(select(func.count()).select_from(WorklistStudy))
+    listener = service.listener_for(wl)
+    assert listener is not None
+    wl.ingest._listeners.remove(listener)  # store without the listener, then replay its event without a header
+    try:
+        res = wl.ingest.ingest_file(tmp_path / "fallback.dcm")
+    finally:
+        wl.ingest._listeners.append(listener)
+    listener(StoredEvent(res, modality="CT"))
+    assert row(wl, str(ds.StudyInstanceUID)).order_priority == "URGENT"
+    with wl.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(WorklistStudy)) == before + 1
 
 
 def test_a_second_instance_adds_no_row_and_no_event_at_ingest(wl: Archive, tmp_path: Path) -> None:

@@ -70,6 +70,8 @@ class StoredEvent:
     result: IngestResult
     modality: str
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # The header as parsed on ingest (no pixel data), so listeners need not read the file again.
+    dataset: Dataset | None = field(default=None, repr=False, compare=False)
 
 
 def _text(ds: Dataset, keyword: str, limit: int | None = None) -> str:
@@ -256,7 +258,7 @@ class IngestService:
             self.storage.delete(replaced)
             base.outcome = Outcome.OVERWRITTEN
             base.message = "replaced the instance stored before with the same SOP Instance UID"
-        self._notify(StoredEvent(base, modality=_text(p.dataset, "Modality")))
+        self._notify(StoredEvent(base, modality=_text(p.dataset, "Modality"), dataset=p.dataset))
         return base
 
     def _index(self, p: ParsedInstance, key: str, *, source: str, calling_ae: str, overwrite: bool) -> object:

@@ -45,6 +45,8 @@ from radsight.worklist.priority import (
 )
 
 if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
     from radsight.archive import Archive
     from radsight.ingest.service import StoredEvent
 
@@ -118,7 +120,11 @@ class IngestListener:
                 self._touched.add(uid)
                 return
         created = ensure_study(
-            self.archive, uid, arrived_at=event.received_at, sop_instance_uid=event.result.sop_instance_uid
+            self.archive,
+            uid,
+            arrived_at=event.received_at,
+            sop_instance_uid=event.result.sop_instance_uid,
+            dataset=event.dataset,
         )
         with self._lock:
             self._known[uid] = None
@@ -221,22 +227,43 @@ def _dicom_order_priority(archive: Archive, sop_instance_uid: str) -> str | None
     try:
         with archive.storage.open(key) as fh:
             ds = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=[(0x0040, 0x1003), (0x0032, 0x000C)])
+    except Exception:  # unreadable: no order priority
+        log.debug("no order priority read from %s", sop_instance_uid, exc_info=True)
+        return None
+    return order_priority_of(ds)
+
+
+def order_priority_of(ds: Dataset) -> str | None:
+    """Requested Procedure Priority, else Study Priority ID, as a worklist order priority."""
+    try:
         return order_priority_from_dicom(ds.get("RequestedProcedurePriority")) or order_priority_from_dicom(
             ds.get("StudyPriorityID")
         )
     except Exception:  # an unreadable optional attribute: no order priority
-        log.debug("no order priority read from %s", sop_instance_uid, exc_info=True)
+        log.debug("no order priority in the header", exc_info=True)
         return None
 
 
 def ensure_study(
-    archive: Archive, study_instance_uid: str, *, arrived_at: datetime | None = None, sop_instance_uid: str = ""
+    archive: Archive,
+    study_instance_uid: str,
+    *,
+    arrived_at: datetime | None = None,
+    sop_instance_uid: str = "",
+    dataset: Dataset | None = None,
 ) -> bool:
-    """Insert the study's row (with a ``study-added`` event) unless it exists; True if inserted."""
+    """Insert the study's row (with a ``study-added`` event) unless it exists; True if inserted.
+
+    The order priority comes from ``dataset`` (the header ingest parsed) when given, else from
+    the stored instance ``sop_instance_uid``.
+    """
     with archive.db.session() as s:
         if s.scalar(select(WorklistStudy.id).where(WorklistStudy.study_instance_uid == study_instance_uid)):
             return False
-    order = _dicom_order_priority(archive, sop_instance_uid) if sop_instance_uid else None
+    if dataset is not None:
+        order = order_priority_of(dataset)
+    else:
+        order = _dicom_order_priority(archive, sop_instance_uid) if sop_instance_uid else None
     rules = rules_for_archive(archive)
     now = utcnow()
     arrived = arrived_at or now
