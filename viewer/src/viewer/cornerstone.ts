@@ -1,7 +1,7 @@
 // Cornerstone3D set-up: rendering and the DICOM image loader (decoding in web workers) first;
 // the tools (window/level, pan, zoom, measurements, crosshairs: toolsSetup.ts, about a third of
 // the start-up code) are imported once the first image is on screen.
-import { init as coreInit } from '@cornerstonejs/core';
+import { init as coreInit, getRenderingCapabilities, setUseCPURendering } from '@cornerstonejs/core';
 import { init as loaderInit } from '@cornerstonejs/dicom-image-loader';
 
 export const STACK_GROUP = 'radsight-stack';
@@ -47,8 +47,28 @@ export function decodeOnServer(imageId: string): void {
   decodedByServer.add(imageId);
 }
 
-export function initCornerstone(): void {
-  coreInit();
+/**
+ * Stack viewports drawn on the CPU (canvas 2D) rather than WebGL: `?render=cpu|gpu` in the URL,
+ * else where WebGL is absent or a software rasteriser (SwiftShader, llvmpipe: core's
+ * `softwareRasterizer`). There a GPU rendering engine builds a pool of WebGL contexts and every
+ * draw is rasterised by the CPU anyway, then copied to the page's canvas; the CPU path draws the
+ * frame straight into it. MPR (volume viewports) always needs WebGL: `useCpuRendering(false)`
+ * before building it.
+ */
+export function cpuStacksWanted(): boolean {
+  const forced = new URLSearchParams(location.search).get('render');
+  if (forced === 'cpu' || forced === 'gpu') return forced === 'cpu';
+  const caps = getRenderingCapabilities();
+  return !caps.webgl || caps.softwareRasterizer;
+}
+
+/** Core's global switch, read when a rendering engine or viewport is created. */
+export function useCpuRendering(cpu: boolean): void {
+  setUseCPURendering(cpu, false);
+}
+
+export function initCornerstone(cpuStacks: boolean): void {
+  coreInit({ rendering: { useCPURendering: cpuStacks } } as Parameters<typeof coreInit>[0]);
   // Without cross-origin isolation the loader still works: it decodes in ordinary workers.
   loaderInit({
     maxWebWorkers: Math.max(1, Math.min(navigator.hardwareConcurrency || 2, 4)),

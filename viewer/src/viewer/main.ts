@@ -16,7 +16,18 @@ import {
   volumeLoader,
 } from '@cornerstonejs/core';
 import { type DicomJsonDataset, DicomWebClient, Tag, formatDate, formatName, str } from '../dicomweb';
-import { MPR_GROUP, PRIMARY_TOOLS, STACK_GROUP, ToolName, type ToolsModule, decodeOnServer, initCornerstone, loadTools } from './cornerstone';
+import {
+  MPR_GROUP,
+  PRIMARY_TOOLS,
+  STACK_GROUP,
+  ToolName,
+  type ToolsModule,
+  cpuStacksWanted,
+  decodeOnServer,
+  initCornerstone,
+  loadTools,
+  useCpuRendering,
+} from './cornerstone';
 import { showHelp } from './help';
 import { type LoadedSeries, type SeriesInfo, loadSeries, seriesInfo } from './series';
 
@@ -57,6 +68,8 @@ interface ViewerState {
   errors: string[];
   savedReports: number;
   restoredMeasurements: number;
+  /** How the viewports shown are drawn: 'cpu' (canvas 2D, stacks only) or 'gpu' (WebGL). */
+  renderer: 'cpu' | 'gpu';
   /** Milestones (ms since navigation start) on the way to the first image. */
   marks: Record<string, number>;
   viewports: () => unknown[];
@@ -67,8 +80,14 @@ interface ViewerState {
   reading?: import('./reading').ReadingState;
 }
 
-// Created in start(), after Cornerstone's init.
+// The engine of the viewports shown now, created in start() after Cornerstone's init. With
+// CPU-drawn stacks (`cpuStacks`) stack layouts use `cpuEngine` (no WebGL at all), while MPR and
+// stacks of a study with a DICOM SEG use `gpuEngine` (WebGL), built when first needed: volume
+// viewports need WebGL, and the tools draw SEG labelmaps on stacks as WebGL actors only.
 let engine!: RenderingEngine;
+let cpuEngine: RenderingEngine | undefined;
+let gpuEngine: RenderingEngine | undefined;
+let cpuStacks = false;
 const study: { ds?: DicomJsonDataset } = {};
 const seriesList: SeriesInfo[] = [];
 const loadedSeries = new Map<string, Promise<LoadedSeries>>();
@@ -90,6 +109,7 @@ const state: ViewerState = {
   savedReports: 0,
   restoredMeasurements: 0,
   marks: { script: performance.now() },
+  renderer: 'gpu',
   viewports: () =>
     slots.map((s) => {
       const vp = engine.getViewport(s.id);
@@ -278,6 +298,8 @@ async function applyLayout(next: Layout, mprSeries?: LoadedSeries): Promise<void
     tools?.tools.ToolGroupManager.getToolGroup(MPR_GROUP)?.removeViewports(engine.id, s.id);
     if (engine.getViewport(s.id)) engine.disableElement(s.id);
   }
+  engine = engineFor(next.mpr);
+  state.renderer = engine === cpuEngine ? 'cpu' : 'gpu';
   layout = next;
   state.layout = next;
   if (!next.mpr) stackLayout = next;
@@ -306,6 +328,30 @@ async function applyLayout(next: Layout, mprSeries?: LoadedSeries): Promise<void
   const queue = [...previous];
   for (const s of seriesList) if (!queue.includes(s.seriesUID)) queue.push(s.seriesUID);
   await Promise.all(slots.map((s, i) => (queue[i] ? showSeries(s, queue[i]) : Promise.resolve())));
+}
+
+/** The rendering engine for a layout; core's CPU switch set to match before its viewports are made. */
+function engineFor(mpr: boolean): RenderingEngine {
+  if (!cpuStacks) return (gpuEngine ??= new RenderingEngine('radsight'));
+  const cpu = !mpr && !hasSeg();
+  useCpuRendering(cpu);
+  if (cpu) return (cpuEngine ??= new RenderingEngine('radsight-cpu'));
+  return (gpuEngine ??= new RenderingEngine('radsight'));
+}
+
+function hasSeg(): boolean {
+  return seriesList.some((s) => s.modality === 'SEG');
+}
+
+/** After "Run AI" brought a SEG: stacks drawn on the CPU are shown again through WebGL (same slices). */
+async function refreshSeriesForAi(): Promise<void> {
+  await refreshSeriesList();
+  if (layout.mpr || !cpuEngine || engine !== cpuEngine || !hasSeg()) return;
+  const indices = slots.map((s) => engine.getViewport(s.id)?.getSliceIndex?.() ?? 0);
+  await applyLayout(layout);
+  slots.forEach((s, i) => {
+    if (indices[i] && engine.getViewport(s.id)) void utilities.jumpToSlice(s.csEl, { imageIndex: indices[i] });
+  });
 }
 
 function getLoaded(seriesUID: string): Promise<LoadedSeries> {
@@ -419,7 +465,7 @@ function ai(): Promise<typeof import('./ai')> {
         const slot = activeSlot();
         if (slot) await showSeries(slot, uid);
       },
-      refreshSeries: refreshSeriesList,
+      refreshSeries: refreshSeriesForAi,
       errors: state.errors,
     });
     for (const s of slots) if (s.series && engine.getViewport(s.id)) void m.onViewportShown(s.id);
@@ -826,7 +872,8 @@ async function start(): Promise<void> {
   const seriesFound = refreshSeriesList();
   studyFound.catch(() => undefined);
   seriesFound.catch(() => undefined);
-  initCornerstone();
+  cpuStacks = cpuStacksWanted();
+  initCornerstone(cpuStacks);
   state.marks.loaderInit = performance.now();
   // The first frame is asked for (and the decode worker with its codec starts) before the
   // rendering engine is built: its fetch and decode overlap the engine's WebGL set-up. The
@@ -834,12 +881,15 @@ async function start(): Promise<void> {
   // the engine does not wait for them.
   const firstAsked = seriesFound.then(requestFirstFrame).catch(() => undefined);
   await Promise.race([firstAsked, new Promise((resolve) => setTimeout(resolve, 30))]);
-  engine = new RenderingEngine('radsight');
+  // A WebGL engine is built now, its set-up overlapping the requests; a CPU one (cheap) once the
+  // series list says whether the study has a SEG.
+  if (!cpuStacks) engine = engineFor(false);
   state.marks.init = performance.now();
   try {
     const [ds] = await Promise.all([studyFound, seriesFound]);
     study.ds = ds;
     state.marks.series = performance.now();
+    if (cpuStacks) engine = engineFor(false);
   } catch (err) {
     setStatus(`Could not load the study: ${describeError(err)}`);
     state.errors.push(describeError(err));
