@@ -184,7 +184,7 @@ def start_radsight(work: Path, data: list[Path], pythonpath: Path | None = None)
     raise SystemExit("radsight serve did not start")
 
 
-def measure(browser: Any, url: str, frames: int, cookie: dict[str, Any] | None) -> dict[str, float | None]:
+def measure(browser: Any, url: str, frames: int, cookie: dict[str, Any] | None) -> dict[str, Any]:
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     try:
         if cookie:
@@ -194,6 +194,8 @@ def measure(browser: Any, url: str, frames: int, cookie: dict[str, Any] | None) 
         page.goto(url)
         page.wait_for_function("window.__bench && window.__bench.firstImage !== undefined", timeout=120_000)
         first = page.evaluate("window.__bench.firstImage")
+        # RadSight's own milestones (ms since navigation), where the first image's time went.
+        marks = page.evaluate("(s => s ? { ...s.marks, renderer: s.renderer } : null)(window.__radsight)")
         try:
             page.wait_for_function(f"({FRAMES_DONE})({frames}) !== null", timeout=120_000)
             all_loaded = page.evaluate(f"({FRAMES_DONE})({frames})")
@@ -202,7 +204,7 @@ def measure(browser: Any, url: str, frames: int, cookie: dict[str, Any] | None) 
         page.goto(url)
         page.wait_for_function("window.__bench && window.__bench.firstImage !== undefined", timeout=120_000)
         repeat = page.evaluate("window.__bench.firstImage")
-        return {"first_image_ms": first, "all_slices_ms": all_loaded, "repeat_first_image_ms": repeat}
+        return {"first_image_ms": first, "all_slices_ms": all_loaded, "repeat_first_image_ms": repeat, "marks": marks}
     finally:
         context.close()
 
@@ -263,7 +265,7 @@ def main() -> None:
                     ][0]
                     urls["baseline"] = (f"{bbase}/viewer?StudyInstanceUIDs={buid}", bcookie)
                 a, b = viewers[:2]
-                runs: dict[str, list[dict[str, float | None]]] = {k: [] for k in (a, b)}
+                runs: dict[str, list[dict[str, Any]]] = {k: [] for k in (a, b)}
                 order = [a, b, b, a] * ((args.runs + 1) // 2)
                 for v in (a, b):
                     if v != "OHIF":
@@ -275,9 +277,11 @@ def main() -> None:
                         f"{name:32} {viewer:8} first {r['first_image_ms']:.0f} ms, all {r['all_slices_ms']}, "
                         f"repeat visit first {r['repeat_first_image_ms']:.0f} ms"
                     )
+                    if r["marks"]:
+                        log(" " * 42 + " ".join(f"{k} {fmt_mark(v)}" for k, v in r["marks"].items()))
                 summary: dict[str, Any] = {}
                 for viewer, rs in runs.items():
-                    summary[viewer] = {f"{k}_median": median(rs, k) for k in rs[0]} | {"runs": rs}
+                    summary[viewer] = {f"{k}_median": median(rs, k) for k in rs[0] if k != "marks"} | {"runs": rs}
                 results["series"][name] = summary
             browser.close()
         if httpd is not None:
@@ -298,7 +302,11 @@ def main() -> None:
             print(f"| {name} | {viewer} | " + " | ".join("n/a" if c is None else f"{c:.0f} ms" for c in cells) + " |")
 
 
-def median(runs: list[dict[str, float | None]], key: str) -> float | None:
+def fmt_mark(v: Any) -> str:
+    return f"{v:.0f}" if isinstance(v, float | int) else str(v)
+
+
+def median(runs: list[dict[str, Any]], key: str) -> float | None:
     values = [v for r in runs if (v := r[key]) is not None]
     return statistics.median(values) if values else None
 
