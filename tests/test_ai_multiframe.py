@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -120,5 +121,30 @@ def test_segmentation_of_an_enhanced_ct_references_its_frames(
     assert finding.location["bbox"] == [xs.min(), ys.min(), xs.max(), ys.max()]
 
     sr_path = _path_of(archive, result.sr_sop_instance_uid)
+    # SR: the box lies on that frame of the source instance; the segment names the instance once.
+    sr = pydicom.dcmread(sr_path)
+    refs = [
+        (str(ref.ReferencedSOPInstanceUID), [int(f) for f in _values(ref.get("ReferencedFrameNumber"))])
+        for item in _walk(sr.ContentSequence)
+        for ref in item.get("ReferencedSOPSequence", [])
+        if str(ref.ReferencedSOPInstanceUID) != result.seg_sop_instance_uid
+    ]
+    assert refs, "the SR references no source image"
+    assert all(uid == sop for uid, _ in refs)
+    assert [f for _, frames in refs for f in frames] == [frame]
+    assert len(refs) == 2  # the box's image (with its frame) and the segment's source instance (once)
     for path in (seg_path, pmap_path, sr_path):
         assert dciodvfy(path) == [], path.name
+
+
+def _walk(items: Any) -> Any:
+    for item in items:
+        yield item
+        if "ContentSequence" in item:
+            yield from _walk(item.ContentSequence)
+
+
+def _values(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple | pydicom.multival.MultiValue) else [value]

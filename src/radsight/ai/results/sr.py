@@ -60,7 +60,14 @@ def _algorithm(meta: ModelMetadata) -> hd.sr.AlgorithmIdentification:
     return hd.sr.AlgorithmIdentification(name=meta.name, version=meta.version, family=codes.DCM.ArtificialIntelligence)
 
 
-def _pixel_box_region(image: Dataset, x0: float, y0: float, x1: float, y1: float) -> hd.sr.ImageRegion:
+def _frames(volume: Volume, slice_index: int) -> list[int] | None:
+    """The source frame of a slice for a multi-frame source; None for single-frame images."""
+    return [volume.frame_of(slice_index)] if volume.is_multiframe else None
+
+
+def _pixel_box_region(
+    image: Dataset, x0: float, y0: float, x1: float, y1: float, frames: list[int] | None = None
+) -> hd.sr.ImageRegion:
     """A closed SCOORD polyline around the pixels x0..x1, y0..y1 (indices of the first and last pixel).
 
     SCOORD coordinates are of pixel edges: (0, 0) is the top-left corner of the first pixel and
@@ -70,7 +77,7 @@ def _pixel_box_region(image: Dataset, x0: float, y0: float, x1: float, y1: float
     return hd.sr.ImageRegion(
         graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
         graphic_data=corners,
-        source_image=hd.sr.SourceImageForRegion.from_source_image(image),
+        source_image=hd.sr.SourceImageForRegion.from_source_image(image, referenced_frame_numbers=frames),
     )
 
 
@@ -99,14 +106,13 @@ def _referenced_segment(volume: Volume, seg: Dataset, number: int, slices: Seque
     By segment number, without frame numbers: PS3.3 allows one or the other in the image
     reference, not both (dciodvfy flags both). highdicom's from_segmentation lists frames.
     """
+    # A multi-frame source is one instance for all its slices: listed once.
+    images = list({id(volume.datasets[i]): volume.datasets[i] for i in slices}.values())
     return hd.sr.ReferencedSegment(
         sop_class_uid=seg.SOPClassUID,
         sop_instance_uid=seg.SOPInstanceUID,
         segment_number=number,
-        source_images=[
-            hd.sr.SourceImageForSegmentation(volume.datasets[i].SOPClassUID, volume.datasets[i].SOPInstanceUID)
-            for i in slices
-        ],
+        source_images=[hd.sr.SourceImageForSegmentation(ds.SOPClassUID, ds.SOPInstanceUID) for ds in images],
     )
 
 
@@ -147,7 +153,9 @@ def _segmentation_groups(
         )
         if s.bbox is not None and s.slice_index is not None:
             x0, y0, x1, y1 = s.bbox
-            region = _pixel_box_region(volume.datasets[s.slice_index], x0, y0, x1, y1)
+            region = _pixel_box_region(
+                volume.datasets[s.slice_index], x0, y0, x1, y1, frames=_frames(volume, s.slice_index)
+            )
             area = hd.sr.Measurement(name=codes.SCT.Area, value=s.slice_area_mm2, unit=UCUM_MM2, algorithm_id=algorithm)
             groups.append(_planar_group(uids, f"{s.label.name} greatest extent", s.label, region, algorithm, area))
     return groups
@@ -207,7 +215,7 @@ def _detection_groups(
         region: hd.sr.ImageRegion | hd.sr.ImageRegion3D
         referenced_images = None
         if d.region_patient is None:
-            region = _pixel_box_region(image, *d.plane_box)
+            region = _pixel_box_region(image, *d.plane_box, frames=_frames(volume, d.slice_index))
         else:
             if not frame_of_reference:
                 raise ValueError(f"series {volume.series_instance_uid} has no Frame of Reference for 3D boxes")
@@ -216,7 +224,11 @@ def _detection_groups(
                 graphic_data=d.region_patient,
                 frame_of_reference_uid=frame_of_reference,
             )
-            referenced_images = [hd.sr.SourceImageForMeasurement.from_source_image(image)]
+            referenced_images = [
+                hd.sr.SourceImageForMeasurement.from_source_image(
+                    image, referenced_frame_numbers=_frames(volume, d.slice_index)
+                )
+            ]
         probability = hd.sr.Measurement(
             name=PROBABILITY, value=d.score, unit=NO_UNITS, algorithm_id=algorithm, referenced_images=referenced_images
         )
