@@ -1,8 +1,8 @@
 // Cornerstone3D set-up: rendering and the DICOM image loader (decoding in web workers) first;
 // the tools (window/level, pan, zoom, measurements, crosshairs: toolsSetup.ts, about a third of
 // the start-up code) are imported once the first image is on screen.
-import { init as coreInit, getRenderingCapabilities, setUseCPURendering } from '@cornerstonejs/core';
-import { init as loaderInit } from '@cornerstonejs/dicom-image-loader';
+import { init as coreInit, getRenderingCapabilities, getWebWorkerManager, setUseCPURendering } from '@cornerstonejs/core';
+import { decodeImageFrame, init as loaderInit } from '@cornerstonejs/dicom-image-loader';
 
 export const STACK_GROUP = 'radsight-stack';
 export const MPR_GROUP = 'radsight-mpr';
@@ -67,6 +67,32 @@ export function useCpuRendering(cpu: boolean): void {
   setUseCPURendering(cpu, false);
 }
 
+// Uncompressed transfer syntaxes: "decoding" is a copy and the modality rescale.
+const RAW = new Set(['1.2.840.10008.1.2', '1.2.840.10008.1.2.1']);
+
+/**
+ * The first frame's decode task runs on the page when the frame is uncompressed (the first
+ * greyscale frame comes decoded by the server): a copy and the modality rescale, a few ms for a
+ * 512x512 CT, where the decode worker, started with the loader, is still fetching and compiling
+ * its 200 kB script (0.3 s of the first image on a loaded 2-core machine, measured). Every other
+ * task goes to the workers. `?firstFrame=worker` turns this off, for comparisons.
+ */
+function decodeFirstFrameOnPage(): void {
+  const manager = getWebWorkerManager();
+  const executeTask = manager.executeTask.bind(manager);
+  let first = true;
+  manager.executeTask = ((workerName: string, methodName: string, args?: Record<string, unknown>, opts?: never) => {
+    if (first && workerName === 'dicomImageLoader' && methodName === 'decodeTask' && args) {
+      first = false;
+      const { imageFrame, transferSyntax, pixelData, decodeConfig, options } = args;
+      if (RAW.has(String(transferSyntax))) {
+        return Promise.resolve().then(() => decodeImageFrame(imageFrame, transferSyntax, pixelData, decodeConfig, options, undefined));
+      }
+    }
+    return executeTask(workerName, methodName, args, opts);
+  }) as typeof manager.executeTask;
+}
+
 export function initCornerstone(cpuStacks: boolean): void {
   coreInit({ rendering: { useCPURendering: cpuStacks } } as Parameters<typeof coreInit>[0]);
   // Without cross-origin isolation the loader still works: it decodes in ordinary workers.
@@ -75,6 +101,7 @@ export function initCornerstone(cpuStacks: boolean): void {
     // The loader's own Accept (any transfer syntax), except for the frames above.
     beforeSend: (_xhr, imageId) => (decodedByServer.has(imageId) ? { Accept: DECODED } : undefined),
   });
+  if (new URLSearchParams(location.search).get('firstFrame') !== 'worker') decodeFirstFrameOnPage();
 }
 
 export type ToolsModule = typeof import('./toolsSetup');
