@@ -8,7 +8,9 @@ the same server. Each run uses a fresh browser context (cold HTTP cache); viewer
 A-B-B-A. Both are measured the same way, in the page:
 
 - first image: time from navigation start until a Cornerstone canvas shows a non-blank image
-  (pixel SD above a threshold, sampled every 10 ms);
+  (pixel SD above a threshold, sampled every 10 ms: late when the main thread is busy right after
+  the draw); "drawn": the same test made in the 2D-context call (drawImage / putImageData) that
+  put the image on the canvas;
 - all slices: time until the last of the series' frames arrived (Resource Timing of the
   WADO-RS ``/frames/`` requests), once every slice has been fetched;
 - repeat visit: first image when the same page is opened again in the same browser context
@@ -55,24 +57,43 @@ SHARED = Path(os.environ.get("RADSIGHT_SHARED_DATA", REPO.parent / "shared" / "d
 BIN = REPO / ".venv" / "bin"
 USER, PASSWORD = "bench", "bench-password-1"
 
-# Records, in the page, when a Cornerstone canvas first shows a real image.
+# Records, in the page, when a Cornerstone canvas first shows a real image: `firstImage` by
+# sampling the canvases every 10 ms (late when the page's main thread is busy right after the
+# draw, e.g. compiling the next chunk), `firstDraw` in the 2D context call that put the image on
+# the canvas (Cornerstone draws in an animation frame, so that frame shows it).
 PROBE = """
 performance.setResourceTimingBufferSize(5000);
 window.__bench = {};
+const sd = (c) => {
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let n = 0, s = 0, s2 = 0;
+  for (let i = 0; i < d.length; i += 64) { const v = d[i]; n++; s += v; s2 += v * v; }
+  const m = s / n;
+  return Math.sqrt(Math.max(0, s2 / n - m * m));
+};
 const timer = setInterval(() => {
   for (const c of document.querySelectorAll('canvas.cornerstone-canvas')) {
     if (!c.width || !c.height) continue;
-    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-    let n = 0, s = 0, s2 = 0;
-    for (let i = 0; i < d.length; i += 64) { const v = d[i]; n++; s += v; s2 += v * v; }
-    const m = s / n;
-    if (Math.sqrt(Math.max(0, s2 / n - m * m)) > 10) {
+    if (sd(c) > 10) {
       window.__bench.firstImage = performance.now();
       clearInterval(timer);
       return;
     }
   }
 }, 10);
+for (const name of ['drawImage', 'putImageData']) {
+  const proto = CanvasRenderingContext2D.prototype;
+  const orig = proto[name];
+  proto[name] = function (...args) {
+    const r = orig.apply(this, args);
+    const c = this.canvas;
+    if (window.__bench.firstDraw === undefined && c.classList && c.classList.contains('cornerstone-canvas')
+        && c.width && c.height && sd(c) > 10) {
+      window.__bench.firstDraw = performance.now();
+    }
+    return r;
+  };
+}
 """
 FRAMES_DONE = """(n) => {
   const urls = new Map();
@@ -194,6 +215,7 @@ def measure(browser: Any, url: str, frames: int, cookie: dict[str, Any] | None) 
         page.goto(url)
         page.wait_for_function("window.__bench && window.__bench.firstImage !== undefined", timeout=120_000)
         first = page.evaluate("window.__bench.firstImage")
+        drawn = page.evaluate("window.__bench.firstDraw ?? null")
         # RadSight's own milestones (ms since navigation), where the first image's time went.
         marks = page.evaluate("(s => s ? { ...s.marks, renderer: s.renderer } : null)(window.__radsight)")
         try:
@@ -204,7 +226,13 @@ def measure(browser: Any, url: str, frames: int, cookie: dict[str, Any] | None) 
         page.goto(url)
         page.wait_for_function("window.__bench && window.__bench.firstImage !== undefined", timeout=120_000)
         repeat = page.evaluate("window.__bench.firstImage")
-        return {"first_image_ms": first, "all_slices_ms": all_loaded, "repeat_first_image_ms": repeat, "marks": marks}
+        return {
+            "first_image_ms": first,
+            "first_draw_ms": drawn,
+            "all_slices_ms": all_loaded,
+            "repeat_first_image_ms": repeat,
+            "marks": marks,
+        }
     finally:
         context.close()
 
@@ -274,7 +302,9 @@ def main() -> None:
                     r = measure(browser, urls[viewer][0], frames, urls[viewer][1])
                     runs[viewer].append(r)
                     log(
-                        f"{name:32} {viewer:8} first {r['first_image_ms']:.0f} ms, all {r['all_slices_ms']}, "
+                        f"{name:32} {viewer:8} first {r['first_image_ms']:.0f} ms "
+                        f"(drawn {fmt_mark(r['first_draw_ms'])}), "
+                        f"all {fmt_mark(r['all_slices_ms'])}, "
                         f"repeat visit first {r['repeat_first_image_ms']:.0f} ms"
                     )
                     if r["marks"]:
@@ -294,16 +324,20 @@ def main() -> None:
     results["machine"] = {"cpus": os.cpu_count(), "chromium": CHROMIUM, "pydicom": pydicom.__version__}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))
-    print("| series | viewer | first image (median) | all slices loaded (median) | repeat visit: first image |")
-    print("|---|---|---|---|---|")
+    print(
+        "| series | viewer | first image (median) | first image drawn (median) | all slices loaded (median)"
+        " | repeat visit: first image |"
+    )
+    print("|---|---|---|---|---|---|")
     for name, summary in results["series"].items():
         for viewer, s in summary.items():
-            cells = [s[k] for k in ("first_image_ms_median", "all_slices_ms_median", "repeat_first_image_ms_median")]
+            keys = ("first_image_ms", "first_draw_ms", "all_slices_ms", "repeat_first_image_ms")
+            cells = [s[f"{k}_median"] for k in keys]
             print(f"| {name} | {viewer} | " + " | ".join("n/a" if c is None else f"{c:.0f} ms" for c in cells) + " |")
 
 
 def fmt_mark(v: Any) -> str:
-    return f"{v:.0f}" if isinstance(v, float | int) else str(v)
+    return f"{v:.0f}" if isinstance(v, float | int) else "n/a" if v is None else str(v)
 
 
 def median(runs: list[dict[str, Any]], key: str) -> float | None:
