@@ -67,6 +67,14 @@ def test_run_ai_button_queues_follows_and_draws_the_result_without_reload(
     assert page.locator("#ai-panel .finding").count() == 0
     assert state(page, "s.ai.segmentations.length") == 0
     page.evaluate("window.__sameDocument = true")  # gone if the page reloads
+    # The reader's window/level and inversion survive the results' arrival (under software WebGL the
+    # stack is redrawn through WebGL then, for the labelmap).
+    page.locator(".vp").first.click()
+    page.keyboard.press("2")  # lung preset
+    page.keyboard.press("i")
+    page.wait_for_function("window.__radsight.viewports()[0].invert === true")
+    before = state(page, "s.viewports()[0]")
+    assert before["voi"]["lower"] == -1350 and abs(before["voi"]["upper"] - 150) <= 1, before  # DICOM W/L formula
     seen: set[str] = set()
     page.on(
         "request",
@@ -92,6 +100,8 @@ def test_run_ai_button_queues_follows_and_draws_the_result_without_reload(
     )
     assert page.locator(".series-item.ai-series").count() >= 2
     assert state(page, "s.errors") == []
+    after = state(page, "s.viewports()[0]")
+    assert (after["voi"], after["invert"], after["index"]) == (before["voi"], True, before["index"]), (before, after)
     # On the finding's slice: the labelmap (and map) in colour on a grey CT; hiding them takes
     # the colour away.
     item.locator("button.finding-jump").click()

@@ -343,15 +343,30 @@ function hasSeg(): boolean {
   return seriesList.some((s) => s.modality === 'SEG');
 }
 
-/** After "Run AI" brought a SEG: stacks drawn on the CPU are shown again through WebGL (same slices). */
+/** After "Run AI" brought a SEG: stacks drawn on the CPU are shown again through WebGL, with the
+ * reader's slice, window/level, inversion, zoom and pan kept. */
 async function refreshSeriesForAi(): Promise<void> {
   await refreshSeriesList();
   if (layout.mpr || !cpuEngine || engine !== cpuEngine || !hasSeg()) return;
-  const indices = slots.map((s) => engine.getViewport(s.id)?.getSliceIndex?.() ?? 0);
-  await applyLayout(layout);
-  slots.forEach((s, i) => {
-    if (indices[i] && engine.getViewport(s.id)) void utilities.jumpToSlice(s.csEl, { imageIndex: indices[i] });
+  const kept = slots.map((s) => {
+    const vp = engine.getViewport(s.id) as StackViewport | undefined;
+    if (!vp) return undefined;
+    const { voiRange, invert } = vp.getProperties();
+    return { index: vp.getSliceIndex(), voiRange, invert, zoom: vp.getZoom(), pan: vp.getPan() };
   });
+  await applyLayout(layout);
+  await Promise.all(
+    slots.map(async (s, i) => {
+      const k = kept[i];
+      const vp = engine.getViewport(s.id) as StackViewport | undefined;
+      if (!k || !vp) return;
+      if (k.index) await utilities.jumpToSlice(s.csEl, { imageIndex: k.index });
+      vp.setProperties({ voiRange: k.voiRange, invert: k.invert });
+      vp.setZoom(k.zoom);
+      vp.setPan(k.pan);
+      vp.render();
+    }),
+  );
 }
 
 function getLoaded(seriesUID: string): Promise<LoadedSeries> {
