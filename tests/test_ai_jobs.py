@@ -349,11 +349,12 @@ def test_pool_retries_a_failing_job_then_fails_it_with_the_reason(
         wait_for(lambda: job_state(archive, job_id).state == jobs.FAILED, 60, "the job to fail")
         job = job_state(archive, job_id)
         assert job.attempts == 3 and "1.2.3.404" in job.error
-        # A model removed after queueing fails at once (nothing a retry could fix).
+        # A model removed after queueing fails at once (nothing a retry could fix). The pool is
+        # stopped first: a running pool would claim the job at once and its stop would count an attempt.
+        pool.stop()
         with archive.db.session() as s:
             job2 = jobs.enqueue(s, study_instance_uid=study, series_instance_uid="1.2.3.405", model=model).id
             s.commit()
-        pool.stop()
         registry.remove(archive, "test-seg")
         pool = WorkerPool(archive, 1, poll_seconds=0.05)
         pool.start()
