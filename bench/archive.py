@@ -532,8 +532,9 @@ def start_radsight(work: Path, ports: set[int], profile: Path | None, profile_wa
     if profile is not None:
         fmt_ = {".svg": "flamegraph", ".json": "speedscope"}.get(profile.suffix, "raw")
         idle = ["--idle"] if profile_wall else []
-        cmd = [str(VENV_BIN / "py-spy"), "record", *idle, "--threads", "--rate", "100", "--format", fmt_,
-               "-o", str(profile), "--", *cmd]
+        # --subprocesses: serve's extra HTTP processes and AI workers too
+        cmd = [str(VENV_BIN / "py-spy"), "record", *idle, "--threads", "--subprocesses", "--rate", "100",
+               "--format", fmt_, "-o", str(profile), "--", *cmd]
     with open(server.log_path, "wb") as fh:  # type: ignore[arg-type]
         server.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=work)
     _wait_healthy(server, f"{server.base_url}/health", auth=False)

@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8042
     dicom_port: int = 11112
+    http_workers: int = Field(
+        default=0, ge=0,
+        description="HTTP processes of `serve` sharing the port (0: one per CPU core, at most 4)",
+    )
     ae_title: str = "RADSIGHT"
 
     duplicate_policy: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST

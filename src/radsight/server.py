@@ -1,4 +1,7 @@
-"""``radsight serve``: HTTP (uvicorn) and the DICOM listener in one process."""
+"""``radsight serve``: HTTP (uvicorn), the DICOM listener, the AI engine and the worklist tasks.
+
+One main process runs all of them; ``http_workers`` adds HTTP processes on the same port
+(``radsight.http_workers``)."""
 
 from __future__ import annotations
 
@@ -7,15 +10,17 @@ import signal
 from types import FrameType
 
 import uvicorn
+from fastapi import FastAPI
 
 from radsight.api.app import create_app
 from radsight.archive import Archive
 from radsight.dimse.scp import DicomServer
+from radsight.http_workers import HttpWorkers, worker_count
 
 log = logging.getLogger(__name__)
 
 
-class _Server(uvicorn.Server):
+class UvicornServer(uvicorn.Server):
     """uvicorn re-raises the signal that stopped it after shutting down, so the process would
     die of SIGTERM (exit 143). A SIGTERM is the service manager's normal stop: after our
     clean shutdown the process exits 0. SIGINT keeps uvicorn's behaviour."""
@@ -24,6 +29,18 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
         if sig == signal.SIGTERM:
             self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
+
+
+def uvicorn_config(app: FastAPI, archive: Archive) -> uvicorn.Config:
+    settings = archive.settings
+    return uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level="info",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
 
 
 def serve(archive: Archive) -> None:
@@ -41,7 +58,7 @@ def serve(archive: Archive) -> None:
     # Until uvicorn installs its handlers, a SIGTERM/SIGINT (a service manager stopping us while
     # we start: the DICOM port answers before HTTP) is remembered and stops the server as soon
     # as it runs, instead of killing the process mid-start.
-    server: _Server | None = None
+    server: UvicornServer | None = None
     stop_requested: list[int] = []
 
     def _early_stop(sig: int, _frame: FrameType | None) -> None:
@@ -57,24 +74,33 @@ def serve(archive: Archive) -> None:
     app = create_app(archive)
     # Webhook delivery, lapsed claims and aging; its state is in the database (radsight.worklist).
     worklist_tasks = WorklistTasks(archive)
-    config = uvicorn.Config(
-        app,
-        host=settings.http_host,
-        port=settings.http_port,
-        log_level="info",
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+    config = uvicorn_config(app, archive)
+    sock = config.bind_socket()  # bound here, so that the other HTTP processes can share it
+    http_workers: HttpWorkers | None = None
     if engine is not None:
         engine.start()
     worklist_tasks.start()
     try:
-        server = _Server(config)
+        extra = worker_count(settings.http_workers)
+        if extra and not stop_requested:
+            from radsight.ai.worker import wake_all
+
+            stability = engine.stability if engine is not None else None
+            http_workers = HttpWorkers(
+                archive, extra, sock,
+                on_arrival=stability.note_arrival if stability is not None else None,
+                on_wake=wake_all,
+            )
+            http_workers.start()
+        server = UvicornServer(config)
         if not stop_requested:  # a signal from here on sets server.should_exit (see _early_stop)
-            server.run()
+            server.run(sockets=[sock])
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if http_workers is not None:
+            http_workers.stop()
+        sock.close()
         worklist_tasks.stop()
         if engine is not None:
             engine.stop()

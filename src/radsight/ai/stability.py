@@ -100,9 +100,14 @@ class StabilityMonitor:
     def on_stored(self, event: StoredEvent) -> None:
         if not self._active or is_result_event(event):
             return
-        r = event.result
+        self.note_arrival(event.result.study_instance_uid, event.result.series_instance_uid)
+
+    def note_arrival(self, study_instance_uid: str, series_instance_uid: str) -> None:
+        """An instance (not an AI result) of the series arrived now, here or in another process."""
+        if not self._active:
+            return
         with self._lock:
-            self._pending[r.series_instance_uid] = _Pending(r.study_instance_uid, time.monotonic())
+            self._pending[series_instance_uid] = _Pending(study_instance_uid, time.monotonic())
 
     # -- off the ingest path ---------------------------------------------------------------
     def pending(self) -> list[str]:

@@ -40,12 +40,24 @@ Execute = Callable[["Archive", AIJob], Any]
 Record = Callable[[Any, AIJob, Any], object]
 
 _pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
+_wake_hooks: list[Callable[[], object]] = []
+
+
+def add_wake_hook(hook: Callable[[], object]) -> None:
+    """Also call ``hook`` on ``wake_all``: how a process without pools (an extra HTTP process of
+    ``radsight serve``) passes the wake-up on to the main process's pool."""
+    _wake_hooks.append(hook)
 
 
 def wake_all() -> None:
     """Tell this process's pools that a job was queued (they also poll the database)."""
     for pool in list(_pools):
         pool.wake()
+    for hook in list(_wake_hooks):
+        try:
+            hook()
+        except Exception:
+            log.exception("passing an AI wake-up on failed (the pool polls the database anyway)")
 
 
 def intra_op_threads(workers: int, cores: int | None = None) -> int:
