@@ -39,14 +39,16 @@ def create_app(archive: Archive) -> FastAPI:
             allow_credentials=False,
             max_age=600,
         )
+    # DICOMweb first: Starlette tries routes in order for every request, and DICOMweb carries
+    # most of them (a STOW-RS client, a viewer's frames); the prefixes do not overlap.
+    app.include_router(dicomweb_router)
+    app.include_router(wado_uri_router)
     app.include_router(routes_auth.router)
     app.include_router(routes_admin.router)
     app.include_router(routes_models.router)
     app.include_router(routes_jobs.router)
     app.include_router(routes_findings.router)
     app.include_router(routes_worklist.router)
-    app.include_router(dicomweb_router)
-    app.include_router(wado_uri_router)
     # Last: the viewer's catch-all routes must not shadow the API.
     app.include_router(routes_viewer.router)
     return app

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Connection, Table, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from radsight.index.models import WorklistEvent
@@ -50,6 +50,17 @@ def append(session: Session, type_: str, study_instance_uid: str, payload: dict[
             created_at=datetime.now(UTC),
         )
     )
+
+
+def append_row(conn: Connection, type_: str, study_instance_uid: str, payload: dict[str, Any] | None = None) -> None:
+    """``append`` for a Core connection's transaction (the ingest path uses Core, not the ORM)."""
+    if type_ not in TYPES:
+        raise ValueError(f"unknown worklist event type {type_!r}")
+    table: Table = WorklistEvent.__table__  # type: ignore[assignment]
+    conn.execute(insert(table), {
+        "type": type_, "study_instance_uid": study_instance_uid, "payload_json": json.dumps(payload or {}),
+        "created_at": datetime.now(UTC),
+    })
 
 
 def read_since(session: Session, since_id: int, limit: int = 500) -> list[Event]:
