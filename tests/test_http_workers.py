@@ -235,3 +235,21 @@ def test_instances_stored_by_any_process_trigger_the_ai(tmp_path: Path, db_url: 
     finally:
         served.proc.send_signal(signal.SIGTERM)
         assert served.proc.wait(timeout=60) == 0
+
+
+def test_http_port_in_use_ends_the_start_cleanly(tmp_path: Path, db_url: str) -> None:
+    """The socket is bound before any HTTP process starts: a port in use is reported, the exit
+    status is uvicorn's start-up failure (3) and the DICOM listener, already started, is
+    stopped (its port free)."""
+    env = {**os.environ, "RADSIGHT_HOME": str(tmp_path / "home"), "RADSIGHT_DATABASE_URL": db_url,
+           "RADSIGHT_HTTP_WORKERS": "2", "RADSIGHT_AI_ENABLED": "false"}
+    dicom_port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        http_port = taken.getsockname()[1]
+        r = subprocess.run([str(RADSIGHT), "serve", "--http-port", str(http_port), "--dicom-port", str(dicom_port)],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 3, r.stderr[-2000:]
+    assert "address already in use" in r.stderr.lower() and "radsight.server: stopped" in r.stderr
+    assert _port_free(dicom_port)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 from types import FrameType
 
 import uvicorn
@@ -75,12 +76,15 @@ def serve(archive: Archive) -> None:
     # Webhook delivery, lapsed claims and aging; its state is in the database (radsight.worklist).
     worklist_tasks = WorklistTasks(archive)
     config = uvicorn_config(app, archive)
-    sock = config.bind_socket()  # bound here, so that the other HTTP processes can share it
+    sock: socket.socket | None = None
     http_workers: HttpWorkers | None = None
-    if engine is not None:
-        engine.start()
-    worklist_tasks.start()
     try:
+        # Bound here, so that the other HTTP processes share it; a port in use ends the start
+        # (uvicorn logs it and exits 1) through the clean stop below.
+        sock = config.bind_socket()
+        if engine is not None:
+            engine.start()
+        worklist_tasks.start()
         extra = worker_count(settings.http_workers)
         if extra and not stop_requested:
             from radsight.ai.worker import wake_all
@@ -100,7 +104,8 @@ def serve(archive: Archive) -> None:
             signal.signal(sig, handler)
         if http_workers is not None:
             http_workers.stop()
-        sock.close()
+        if sock is not None:
+            sock.close()
         worklist_tasks.stop()
         if engine is not None:
             engine.stop()
