@@ -80,7 +80,7 @@ def serve(archive: Archive) -> None:
     http_workers: HttpWorkers | None = None
     try:
         # Bound here, so that the other HTTP processes share it; a port in use ends the start
-        # (uvicorn logs it and exits 1) through the clean stop below.
+        # (uvicorn logs it and exits with status 3) through the clean stop below.
         sock = config.bind_socket()
         if engine is not None:
             engine.start()
