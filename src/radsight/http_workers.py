@@ -211,8 +211,8 @@ class HttpWorkers:
                     p.join(0)
                     self._procs[i] = self._spawn(i)
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM each process (uvicorn's graceful stop: open requests finish), then wait."""
+    def begin_stop(self) -> None:
+        """SIGTERM each process (uvicorn's graceful stop: open requests finish); no waiting."""
         with self._lock:
             self._stopping = True
             procs = list(self._procs)
@@ -220,6 +220,11 @@ class HttpWorkers:
             if p.is_alive():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(p.pid, signal.SIGTERM)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """``begin_stop`` (again: a process restarted meanwhile gets it too), then wait."""
+        self.begin_stop()
+        procs = list(self._procs)
         deadline = time.monotonic() + timeout
         for p in procs:
             p.join(max(0.1, deadline - time.monotonic()))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
@@ -26,8 +27,12 @@ class UvicornServer(uvicorn.Server):
     die of SIGTERM (exit 143). A SIGTERM is the service manager's normal stop: after our
     clean shutdown the process exits 0. SIGINT keeps uvicorn's behaviour."""
 
+    on_exit: Callable[[], object] | None = None  # also told at once (the other HTTP processes)
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
+        if self.on_exit is not None:
+            self.on_exit()
         if sig == signal.SIGTERM:
             self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
 
@@ -97,6 +102,8 @@ def serve(archive: Archive) -> None:
             )
             http_workers.start()
         server = UvicornServer(config)
+        if http_workers is not None:  # they stop while this process finishes its own requests
+            server.on_exit = http_workers.begin_stop
         if not stop_requested:  # a signal from here on sets server.should_exit (see _early_stop)
             server.run(sockets=[sock])
     finally:
