@@ -7,24 +7,31 @@ is served from its own port with RadSight's ``/dicomweb`` passed through, so bot
 the same server. Each run uses a fresh browser context (cold HTTP cache); viewers alternate
 A-B-B-A. Both are measured the same way, in the page:
 
-- first image: time from navigation start until a Cornerstone canvas shows a non-blank image
+- first image: time from navigation start until a canvas shows a non-blank image of the study
   (pixel SD above a threshold, sampled every 10 ms: late when the main thread is busy right after
-  the draw); "drawn": the same test made in the 2D-context call (drawImage / putImageData) that
-  put the image on the canvas;
+  the draw): a Cornerstone canvas, or RadSight's preview canvas (the first image drawn by the
+  page's first script before Cornerstone is loaded); "drawn": the same test made in the
+  2D-context call (drawImage / putImageData) that put the image on the canvas;
+- Cornerstone image: the same, Cornerstone's canvases only (what "first image" meant before
+  RadSight's preview);
+- interactive: RadSight's ``__radsight.firstImageMs`` (Cornerstone has drawn the image and the
+  tools are bound: W/L drag, scroll); for OHIF (no such hook) its Cornerstone image, its tools
+  being loaded before it draws;
 - all slices: time until the last of the series' frames arrived (Resource Timing of the
   WADO-RS ``/frames/`` requests), once every slice has been fetched;
-- repeat visit: first image when the same page is opened again in the same browser context
-  (HTTP cache and V8 code cache warm: what a reader opening the next study sees).
+- repeat visit: first image and interactive when the same page is opened again in the same
+  browser context (HTTP cache and V8 code cache warm: what a reader opening the next study sees).
 
     .venv/bin/python bench/viewer.py [--runs 3] [--json bench/results/viewer.json]
 
 Before / after a viewer change in the same run: keep a copy of the earlier build
 (``cp -r src/radsight/api/static/viewer /tmp/baseline-viewer``), build the new one, then
 
-    .venv/bin/python bench/viewer.py --baseline /tmp/baseline-viewer --viewers RadSight,baseline
+    .venv/bin/python bench/viewer.py --baseline /tmp/baseline-viewer --viewers RadSight,baseline,OHIF
 
 ``baseline`` is a second ``radsight serve`` (its own home, the same files imported) running a
-copy of this source tree whose ``api/static/viewer`` is that earlier build.
+copy of this source tree whose ``api/static/viewer`` is that earlier build. With three viewers
+the order is A-B-C-C-B-A (each viewer ``--runs`` cold loads per series).
 """
 
 from __future__ import annotations
@@ -57,10 +64,11 @@ SHARED = Path(os.environ.get("RADSIGHT_SHARED_DATA", REPO.parent / "shared" / "d
 BIN = REPO / ".venv" / "bin"
 USER, PASSWORD = "bench", "bench-password-1"
 
-# Records, in the page, when a Cornerstone canvas first shows a real image: `firstImage` by
-# sampling the canvases every 10 ms (late when the page's main thread is busy right after the
-# draw, e.g. compiling the next chunk), `firstDraw` in the 2D context call that put the image on
-# the canvas (Cornerstone draws in an animation frame, so that frame shows it).
+# Records, in the page, when a canvas first shows a real image: `firstImage` by sampling the
+# canvases every 10 ms (late when the page's main thread is busy right after the draw, e.g.
+# compiling the next chunk), `firstDraw` in the 2D context call that put the image on the canvas
+# (Cornerstone draws in an animation frame, so that frame shows it). Both count Cornerstone's
+# canvases and RadSight's preview (canvas.radsight-preview); `cornerstone` only the former.
 PROBE = """
 performance.setResourceTimingBufferSize(5000);
 window.__bench = {};
@@ -71,14 +79,15 @@ const sd = (c) => {
   const m = s / n;
   return Math.sqrt(Math.max(0, s2 / n - m * m));
 };
+const IMAGE = 'canvas.cornerstone-canvas, canvas.radsight-preview';
+const shows = (sel) => [...document.querySelectorAll(sel)].some((c) => c.width && c.height && sd(c) > 10);
 const timer = setInterval(() => {
-  for (const c of document.querySelectorAll('canvas.cornerstone-canvas')) {
-    if (!c.width || !c.height) continue;
-    if (sd(c) > 10) {
-      window.__bench.firstImage = performance.now();
-      clearInterval(timer);
-      return;
-    }
+  const now = performance.now();
+  if (window.__bench.firstImage === undefined && shows(IMAGE)) window.__bench.firstImage = now;
+  if (shows('canvas.cornerstone-canvas')) {
+    window.__bench.firstImage ??= now;
+    window.__bench.cornerstone = now;
+    clearInterval(timer);
   }
 }, 10);
 for (const name of ['drawImage', 'putImageData']) {
@@ -87,7 +96,7 @@ for (const name of ['drawImage', 'putImageData']) {
   proto[name] = function (...args) {
     const r = orig.apply(this, args);
     const c = this.canvas;
-    if (window.__bench.firstDraw === undefined && c.classList && c.classList.contains('cornerstone-canvas')
+    if (window.__bench.firstDraw === undefined && c.matches && c.matches(IMAGE)
         && c.width && c.height && sd(c) > 10) {
       window.__bench.firstDraw = performance.now();
     }
@@ -205,6 +214,23 @@ def start_radsight(work: Path, data: list[Path], pythonpath: Path | None = None)
     raise SystemExit("radsight serve did not start")
 
 
+# Cornerstone has drawn the image, and (RadSight) the tools are bound.
+INTERACTIVE = """() => {
+  if (!window.__bench || window.__bench.cornerstone === undefined) return null;
+  if (!window.__radsight) return window.__bench.cornerstone;
+  const t = window.__radsight.firstImageMs;
+  return t === undefined ? null : Math.max(t, window.__bench.cornerstone);
+}"""
+
+
+def open_viewer(page: Any, url: str) -> tuple[float, float]:
+    """Load ``url``: first image (any canvas) and interactive, ms since navigation start."""
+    page.goto(url)
+    page.wait_for_function("window.__bench && window.__bench.firstImage !== undefined", timeout=120_000)
+    page.wait_for_function(f"({INTERACTIVE})() !== null", timeout=120_000)
+    return page.evaluate("window.__bench.firstImage"), page.evaluate(f"({INTERACTIVE})()")
+
+
 def measure(browser: Any, url: str, frames: int, cookie: dict[str, Any] | None) -> dict[str, Any]:
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     try:
@@ -212,10 +238,9 @@ def measure(browser: Any, url: str, frames: int, cookie: dict[str, Any] | None) 
             context.add_cookies([cookie])
         context.add_init_script(PROBE)
         page = context.new_page()
-        page.goto(url)
-        page.wait_for_function("window.__bench && window.__bench.firstImage !== undefined", timeout=120_000)
-        first = page.evaluate("window.__bench.firstImage")
+        first, interactive = open_viewer(page, url)
         drawn = page.evaluate("window.__bench.firstDraw ?? null")
+        cornerstone = page.evaluate("window.__bench.cornerstone")
         # RadSight's own milestones (ms since navigation), where the first image's time went.
         marks = page.evaluate("(s => s ? { ...s.marks, renderer: s.renderer } : null)(window.__radsight)")
         try:
@@ -223,14 +248,15 @@ def measure(browser: Any, url: str, frames: int, cookie: dict[str, Any] | None) 
             all_loaded = page.evaluate(f"({FRAMES_DONE})({frames})")
         except Exception:
             all_loaded = None  # the viewer did not fetch every slice
-        page.goto(url)
-        page.wait_for_function("window.__bench && window.__bench.firstImage !== undefined", timeout=120_000)
-        repeat = page.evaluate("window.__bench.firstImage")
+        repeat, repeat_interactive = open_viewer(page, url)
         return {
             "first_image_ms": first,
             "first_draw_ms": drawn,
+            "cornerstone_image_ms": cornerstone,
+            "interactive_ms": interactive,
             "all_slices_ms": all_loaded,
             "repeat_first_image_ms": repeat,
+            "repeat_interactive_ms": repeat_interactive,
             "marks": marks,
         }
     finally:
@@ -242,9 +268,13 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "viewer.json")
     ap.add_argument("--baseline", type=Path, help="an earlier build of the viewer (a copy of api/static/viewer)")
-    ap.add_argument("--viewers", default="RadSight,OHIF", help="two of RadSight, OHIF, baseline (A-B-B-A)")
+    ap.add_argument(
+        "--viewers", default="RadSight,OHIF", help="two or three of RadSight, OHIF, baseline (A-B-B-A, A-B-C-C-B-A)"
+    )
     args = ap.parse_args()
     viewers = args.viewers.split(",")
+    if len(viewers) < 2 or len(set(viewers)) != len(viewers) or not set(viewers) <= {"RadSight", "OHIF", "baseline"}:
+        ap.error("--viewers: two or three of RadSight, OHIF, baseline")
     if "baseline" in viewers and not args.baseline:
         ap.error("--viewers baseline needs --baseline DIR")
     from playwright.sync_api import sync_playwright
@@ -253,7 +283,8 @@ def main() -> None:
     ct112 = work / "ct112"
     n112 = write_ct_series(SHARED / "ct/totalsegmentator/example_ct.nii.gz", ct112)
     proc, base = start_radsight(work, [SHARED / "ct/totalsegmentator/example_ct_dicom", ct112])
-    results: dict[str, Any] = {"runs": args.runs, "series": {}}
+    results: dict[str, Any] = {"runs": args.runs, "series": {}, "load_average_start": os.getloadavg()}
+    log(f"load average at start: {os.getloadavg()}")
     procs = [proc]
     try:
         if "baseline" in viewers:
@@ -292,20 +323,20 @@ def main() -> None:
                         "Value"
                     ][0]
                     urls["baseline"] = (f"{bbase}/viewer?StudyInstanceUIDs={buid}", bcookie)
-                a, b = viewers[:2]
-                runs: dict[str, list[dict[str, Any]]] = {k: [] for k in (a, b)}
-                order = [a, b, b, a] * ((args.runs + 1) // 2)
-                for v in (a, b):
+                runs: dict[str, list[dict[str, Any]]] = {k: [] for k in viewers}
+                order = (viewers + viewers[::-1]) * ((args.runs + 1) // 2)
+                for v in viewers:
                     if v != "OHIF":
                         measure(browser, urls[v][0], frames, urls[v][1])  # warm the server's caches once
-                for viewer in order[: 2 * args.runs]:
+                for viewer in order[: len(viewers) * args.runs]:
                     r = measure(browser, urls[viewer][0], frames, urls[viewer][1])
                     runs[viewer].append(r)
                     log(
                         f"{name:32} {viewer:8} first {r['first_image_ms']:.0f} ms "
-                        f"(drawn {fmt_mark(r['first_draw_ms'])}), "
-                        f"all {fmt_mark(r['all_slices_ms'])}, "
-                        f"repeat visit first {r['repeat_first_image_ms']:.0f} ms"
+                        f"(drawn {fmt_mark(r['first_draw_ms'])}, Cornerstone {fmt_mark(r['cornerstone_image_ms'])}), "
+                        f"interactive {fmt_mark(r['interactive_ms'])}, all {fmt_mark(r['all_slices_ms'])}, "
+                        f"repeat visit first {r['repeat_first_image_ms']:.0f} / "
+                        f"interactive {fmt_mark(r['repeat_interactive_ms'])} ms"
                     )
                     if r["marks"]:
                         log(" " * 42 + " ".join(f"{k} {fmt_mark(v)}" for k, v in r["marks"].items()))
@@ -321,17 +352,27 @@ def main() -> None:
             server.terminate()
             server.wait(10)
         shutil.rmtree(work, ignore_errors=True)
+    results["load_average_end"] = os.getloadavg()
+    log(f"load average at end: {os.getloadavg()}")
     results["machine"] = {"cpus": os.cpu_count(), "chromium": CHROMIUM, "pydicom": pydicom.__version__}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))
     print(
-        "| series | viewer | first image (median) | first image drawn (median) | all slices loaded (median)"
-        " | repeat visit: first image |"
+        "| series | viewer | first image | first image drawn | Cornerstone image | interactive | all slices loaded"
+        " | repeat visit: first image | repeat visit: interactive |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, summary in results["series"].items():
         for viewer, s in summary.items():
-            keys = ("first_image_ms", "first_draw_ms", "all_slices_ms", "repeat_first_image_ms")
+            keys = (
+                "first_image_ms",
+                "first_draw_ms",
+                "cornerstone_image_ms",
+                "interactive_ms",
+                "all_slices_ms",
+                "repeat_first_image_ms",
+                "repeat_interactive_ms",
+            )
             cells = [s[f"{k}_median"] for k in keys]
             print(f"| {name} | {viewer} | " + " | ".join("n/a" if c is None else f"{c:.0f} ms" for c in cells) + " |")
 

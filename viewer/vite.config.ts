@@ -3,7 +3,7 @@
 // wheel) serves them without Node.
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { defineConfig } from 'vite';
+import { type HtmlTagDescriptor, type Plugin, defineConfig } from 'vite';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const outDir = resolve(here, '../src/radsight/api/static/viewer');
@@ -13,8 +13,34 @@ const proxy = Object.fromEntries(
   ['/dicomweb', '/api', '/login', '/logout', '/wado'].map((p) => [p, { target: backend, changeOrigin: true }]),
 );
 
+/**
+ * The viewer page's first script (src/viewer/entry.ts) draws the first image and imports the
+ * Cornerstone part (src/viewer/main.ts) only then, so that evaluating its 3 MB does not hold
+ * that drawing up. Its chunks are asked for at once, though, by `<link rel=modulepreload>` in the
+ * page (fetched and compiled while the first image is on its way), not when the import runs.
+ */
+function preloadViewerChunks(): Plugin {
+  return {
+    name: 'radsight-preload-viewer-chunks',
+    transformIndexHtml: {
+      order: 'post',
+      handler(html, ctx) {
+        if (!ctx.bundle || !ctx.filename.endsWith('viewer.html')) return undefined;
+        const chunks = Object.values(ctx.bundle).filter((c) => c.type === 'chunk');
+        const main = chunks.find((c) => c.facadeModuleId?.endsWith('/src/viewer/main.ts'));
+        if (!main) return undefined;
+        const files = [main.fileName, ...main.imports].filter((f) => !html.includes(`/${f}"`));
+        return files.map(
+          (f): HtmlTagDescriptor => ({ tag: 'link', attrs: { rel: 'modulepreload', crossorigin: true, href: `/${f}` }, injectTo: 'head' }),
+        );
+      },
+    },
+  };
+}
+
 export default defineConfig({
   base: '/',
+  plugins: [preloadViewerChunks()],
   build: {
     outDir,
     emptyOutDir: true,

@@ -11,6 +11,7 @@ import {
   eventTarget,
   imageLoadPoolManager,
   imageLoader,
+  metaData,
   setVolumesForViewports,
   utilities,
   volumeLoader,
@@ -28,6 +29,7 @@ import {
   loadTools,
   useCpuRendering,
 } from './cornerstone';
+import { PREVIEW_STATUS, type PreviewHandoff } from './entry';
 import { showHelp } from './help';
 import { type LoadedSeries, type SeriesInfo, loadSeries, seriesInfo } from './series';
 
@@ -137,6 +139,64 @@ const state: ViewerState = {
 };
 (window as unknown as { __radsight: ViewerState }).__radsight = state;
 
+// The first image as entry.ts drew it before this module was loaded (a 2D-canvas preview), the
+// frame's bytes it fetched, and the keys / wheel turns met meanwhile.
+const preview: PreviewHandoff = (window as unknown as { __radsightPreview?: PreviewHandoff }).__radsightPreview ?? {
+  frame: Promise.resolve(undefined),
+  done: false,
+  ready: false,
+  queued: [],
+};
+if (preview.drawnAt !== undefined) state.marks.preview = preview.drawnAt;
+
+/** Show the preview in the first viewport (same place, same size), under its overlays. */
+function adoptPreview(slot: Slot): void {
+  if (preview.done || !preview.canvas) return;
+  const host = preview.canvas.parentElement;
+  slot.el.append(preview.canvas);
+  if (host && host !== slot.el && host.classList.contains('preview-host')) host.remove();
+}
+
+/** Cornerstone shows the image (or cannot): the preview goes. */
+function dropPreview(): void {
+  if (preview.done) return;
+  preview.done = true;
+  if (preview.drawnAt !== undefined) state.marks.preview = preview.drawnAt;
+  preview.canvas?.remove();
+  document.querySelector('.preview-host')?.remove();
+  if (loadStatus.textContent === PREVIEW_STATUS) setStatus(statusText);
+}
+
+/** Tools bound and the first image shown (or none to wait for): keys and wheel turns met
+ * before are played now. */
+function previewReady(): void {
+  if (preview.ready) return;
+  preview.ready = true;
+  void replay(preview.queued.splice(0));
+}
+
+/** In order, each slice change awaited (a window set while a slice loads is reset by it). */
+async function replay(events: (KeyboardEvent | WheelEvent)[]): Promise<void> {
+  try {
+    for (const e of events) {
+      const slot = activeSlot();
+      const vp = activeViewport();
+      if (e instanceof WheelEvent) {
+        if (!slot || !vp) continue;
+        const index = Math.max(0, Math.min(vp.getNumberOfSlices() - 1, vp.getSliceIndex() + Math.sign(e.deltaY)));
+        // A stack's setImageIdIndex resolves once the slice is shown (jumpToSlice does not wait).
+        const stack = vp as StackViewport;
+        if (typeof stack.setImageIdIndex === 'function') await stack.setImageIdIndex(index);
+        else await utilities.jumpToSlice(slot.csEl, { imageIndex: index });
+      } else {
+        document.dispatchEvent(new KeyboardEvent('keydown', { key: e.key, code: e.code, shiftKey: e.shiftKey, bubbles: true }));
+      }
+    }
+  } catch (err) {
+    state.errors.push(`keys pressed while loading: ${describeError(err)}`);
+  }
+}
+
 // The tools module arrives after the first image (or on the first action that needs it).
 let tools: ToolsModule | undefined;
 function toolsNow(): Promise<ToolsModule> {
@@ -145,7 +205,10 @@ function toolsNow(): Promise<ToolsModule> {
       tools = t;
       state.marks.tools = performance.now();
       bindTools();
-      if (state.marks.firstImage !== undefined) state.firstImageMs ??= performance.now();
+      if (state.marks.firstImage !== undefined) {
+        state.firstImageMs ??= performance.now();
+        previewReady();
+      }
       if (studyUIDs.length) void ai();
     }
     return t;
@@ -198,8 +261,12 @@ function activeViewport(): Types.IViewport | undefined {
   return s ? engine.getViewport(s.id) : undefined;
 }
 
+let statusText = '';
 function setStatus(text: string): void {
-  loadStatus.textContent = text;
+  statusText = text;
+  // While the preview shows, the page says so (progress comes back when it goes).
+  const previewShown = !preview.done && preview.canvas?.isConnected;
+  loadStatus.textContent = previewShown && !text.startsWith('Could') ? PREVIEW_STATUS : text;
 }
 
 function toast(text: string): void {
@@ -268,8 +335,13 @@ function makeSlot(i: number): Slot {
   csEl.addEventListener(Enums.Events.IMAGE_RENDERED, () => {
     if (state.marks.firstImage === undefined && slot.series && !slot.series.notImage) {
       state.marks.firstImage = performance.now();
+      // Drawn by Cornerstone in this animation frame: the preview goes in the same one.
+      dropPreview();
       // The hook's firstImageMs: on screen and interactive (tools bound).
-      if (tools) state.firstImageMs = state.marks.firstImage;
+      if (tools) {
+        state.firstImageMs = state.marks.firstImage;
+        previewReady();
+      }
       // The first image is on screen: now the rest of the series (core's request pool, so it
       // does not wait for the tools), then the tools and the AI panel.
       else {
@@ -308,6 +380,7 @@ async function applyLayout(next: Layout, mprSeries?: LoadedSeries): Promise<void
   const count = next.rows * next.cols;
   slots = Array.from({ length: count }, (_, i) => makeSlot(i));
   grid.replaceChildren(...slots.map((s) => s.el));
+  if (slots[0]) adoptPreview(slots[0]);
   const orientations = [Enums.OrientationAxis.AXIAL, Enums.OrientationAxis.SAGITTAL, Enums.OrientationAxis.CORONAL];
   engine.setViewports(
     slots.map((s, i) => ({
@@ -393,6 +466,7 @@ async function showSeries(slot: Slot, seriesUID: string): Promise<void> {
     series = await getLoaded(seriesUID);
     state.marks.metadata ??= performance.now();
   } catch (err) {
+    dropPreview();
     showMessage(slot, `Could not load the series: ${(err as Error).message}`, true);
     state.errors.push(String(err));
     return;
@@ -403,6 +477,7 @@ async function showSeries(slot: Slot, seriesUID: string): Promise<void> {
   const vp = engine.getViewport(slot.id) as StackViewport | undefined;
   if (!vp) return;
   if (series.notImage || !series.imageIds.length) {
+    if (slot === slots[0]) dropPreview();
     showMessage(slot, series.notImage ?? 'This series has no image to display.');
     updateOverlay(slot);
     return;
@@ -413,6 +488,7 @@ async function showSeries(slot: Slot, seriesUID: string): Promise<void> {
     showMessage(slot, '');
     vp.render();
   } catch (err) {
+    dropPreview();
     showMessage(slot, `Could not display this series: ${describeError(err)}`, true);
     state.errors.push(describeError(err));
     return;
@@ -743,6 +819,7 @@ function updateToolbar(): void {
 }
 
 document.addEventListener('keydown', (e) => {
+  if (!preview.ready) return; // kept by entry.ts and played once the first image is interactive
   if (e.target instanceof HTMLInputElement && e.target.type !== 'range') return;
   if (e.ctrlKey || e.metaKey || e.altKey) return;
   const keyMoves: Record<string, () => void> = {
@@ -851,6 +928,7 @@ eventTarget.addEventListener(Enums.Events.IMAGE_LOAD_ERROR, ((evt: CustomEvent<{
   state.errors.push(`${imageId}: ${describeError(error)}`);
   const slot = slots.find((s) => s.series?.imageIds.includes(imageId));
   if (slot) showMessage(slot, `This image could not be loaded or decoded: ${describeError(error)}`, true);
+  if (slot === slots[0]) dropPreview();
 }) as EventListener);
 
 /** Note the series whose loading the hook reports (`loadedImages`, `allLoadedMs`). */
@@ -872,14 +950,42 @@ async function requestFirstFrame(): Promise<void> {
     decodeOnServer(series.imageIds[0]);
   }
   state.marks.frameRequested = performance.now();
+  await useFrameOfPreview(series.imageIds[0]);
   // A failure is reported by IMAGE_LOAD_ERROR and met again by setStack.
   imageLoader.loadAndCacheImage(series.imageIds[0]).catch(() => undefined);
+}
+
+/**
+ * The first frame's bytes, when entry.ts fetched them for its preview, go to the image loader
+ * without a second request: the wadors loader first asks the metadata providers for the frame's
+ * `compressedFrameData` (its "compressed frame registry") and decodes that instead of fetching.
+ */
+async function useFrameOfPreview(imageId: string): Promise<void> {
+  const frame = await preview.frame;
+  if (!frame) return;
+  if (`wadors:${frame.url}` !== imageId) {
+    dropPreview(); // another series comes first here (several studies): not that image
+    return;
+  }
+  state.marks.previewFrame = performance.now();
+  const provider = (type: string, query: string) =>
+    type === 'compressedFrameData' && query === imageId
+      ? { pixelData: frame.pixelData, transferSyntaxUid: frame.transferSyntax, frameNumber: 1 }
+      : undefined;
+  metaData.addProvider(provider as never, 10_000);
+  // Once loaded the image lives in the cache; were it evicted, it is fetched like any other.
+  eventTarget.addEventListener(Enums.Events.IMAGE_LOADED, function gone(evt: Event) {
+    if ((evt as CustomEvent<{ image: { imageId: string } }>).detail.image.imageId !== imageId) return;
+    metaData.removeProvider(provider as never);
+    eventTarget.removeEventListener(Enums.Events.IMAGE_LOADED, gone);
+  });
 }
 
 async function start(): Promise<void> {
   buildToolbar();
   if (!studyUIDs.length) {
     setStatus('No study given: open one from the worklist.');
+    previewReady();
     return;
   }
   // The searches go out first; Cornerstone initialises while they are on the wire.
@@ -907,6 +1013,8 @@ async function start(): Promise<void> {
     if (cpuStacks) engine = engineFor(false);
   } catch (err) {
     setStatus(`Could not load the study: ${describeError(err)}`);
+    dropPreview();
+    previewReady();
     state.errors.push(describeError(err));
     return;
   }
@@ -939,8 +1047,12 @@ async function start(): Promise<void> {
   }
   await applyLayout(layout);
   // No image to wait for (a study of SRs only, a series that failed): the tools now.
-  if (!slots.some((s) => s.series && !s.series.notImage && s.series.imageIds.length)) void toolsNow();
-  else setTimeout(() => void toolsNow(), 5000); // and in any case (an image that never renders)
+  if (!slots.some((s) => s.series && !s.series.notImage && s.series.imageIds.length)) {
+    dropPreview();
+    void toolsNow().then(previewReady);
+  }
+  // and in any case (an image that never renders)
+  else setTimeout(() => void toolsNow().then(previewReady), 5000);
   new ResizeObserver(() => engine.resize(true, true)).observe(grid);
 }
 

@@ -2,6 +2,9 @@
 // (one per frame, `wadors:` scheme) in display order, and whether it can be shown at all.
 import { wadors } from '@cornerstonejs/dicom-image-loader';
 import { type DicomJsonDataset, DicomWebClient, Tag, num, nums, str } from '../dicomweb';
+import { sortInstances } from './order';
+
+export { sortInstances };
 
 export interface SeriesInfo {
   studyUID: string;
@@ -65,24 +68,6 @@ export function describeNonImage(modality: string, instances: DicomJsonDataset[]
     return `This series (${modality || 'unknown modality'}) has no pixel data to display.`;
   }
   return undefined;
-}
-
-function normal(iop: number[]): number[] {
-  const [a, b, c, d, e, f] = iop;
-  return [b * f - c * e, c * d - a * f, a * e - b * d];
-}
-
-/** Display order: InstanceNumber, then position along the slice normal. */
-export function sortInstances(instances: DicomJsonDataset[]): DicomJsonDataset[] {
-  const iop = nums(instances[0], Tag.ImageOrientationPatient);
-  const n = iop.length === 6 ? normal(iop) : undefined;
-  const pos = (ds: DicomJsonDataset) => {
-    const p = nums(ds, Tag.ImagePositionPatient);
-    return n && p.length === 3 ? p[0] * n[0] + p[1] * n[1] + p[2] * n[2] : 0;
-  };
-  return [...instances].sort(
-    (a, b) => (num(a, Tag.InstanceNumber) ?? 0) - (num(b, Tag.InstanceNumber) ?? 0) || pos(a) - pos(b),
-  );
 }
 
 function isVolume(modality: string, instances: DicomJsonDataset[]): boolean {
