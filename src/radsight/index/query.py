@@ -298,7 +298,17 @@ class _Matcher:
         # SQLite's lower() folds ASCII only; ours (registered per connection) folds Unicode.
         return func.radsight_lower(col) if self.sqlite else func.lower(col)
 
+    def ascii_ci(self, value: str, ci: bool) -> bool:
+        """SQLite's LIKE and NOCASE ignore the case of ASCII letters, in C. For an ASCII value they
+        match what folding the column with ``radsight_lower`` does, without a Python call per row
+        (a PatientName wildcard search scanned 10,000 studies calling it up to four times each).
+        The one difference: a non-ASCII character whose lower case is ASCII (KELVIN SIGN) no
+        longer matches that ASCII letter."""
+        return ci and self.sqlite and value.isascii()
+
     def like(self, col: Any, value: str, *, ci: bool) -> ColumnElement[bool]:
+        if self.ascii_ci(value, ci):
+            return col.like(_like_pattern(value), escape=_LIKE_ESCAPE)
         if ci:
             return self.lower(col).like(_like_pattern(value.lower()), escape=_LIKE_ESCAPE)
         if self.sqlite:
@@ -306,6 +316,8 @@ class _Matcher:
         return col.like(_like_pattern(value), escape=_LIKE_ESCAPE)
 
     def equal(self, col: Any, value: str, *, ci: bool) -> ColumnElement[bool]:
+        if self.ascii_ci(value, ci):
+            return col.collate("NOCASE") == value
         if ci:
             return self.lower(col) == value.lower()
         return col == value
@@ -315,10 +327,11 @@ class _Matcher:
 
     def element(self, col: Any, value: str, sep: str, *, ci: bool) -> ColumnElement[bool]:
         """``value`` matches the whole column or one ``sep``-separated element of it."""
+        fold_in_sql = ci and not self.ascii_ci(value, ci)  # else SQLite's LIKE ignores ASCII case
         if ci:
             value = value.lower()
         pattern = _like_pattern(value) if not self.sqlite or ci else _glob_pattern(value)
-        target = self.lower(col) if ci else col
+        target = self.lower(col) if fold_in_sql else col
         escape = _LIKE_ESCAPE if (ci or not self.sqlite) else None
         # ``sep`` (backslash, '=') is neither a LIKE nor a GLOB special character.
         wildcard = "%" if escape else "*"
