@@ -195,6 +195,12 @@ def test_a_dead_http_process_is_replaced_and_all_die_with_the_main_process(serve
     [replacement] = now
     for _ in range(10):  # answered throughout
         assert httpx.get(f"{served.base}/dicomweb/studies", auth=AUTH).status_code in (200, 204)
+    # The dead process's spool folder is removed (each open storage has one, locked while open).
+    spool = served.home / "storage" / "tmp"
+    deadline = time.monotonic() + 10
+    while len(list(spool.glob("proc-*"))) != 2:  # the main process's and the replacement's
+        assert time.monotonic() < deadline, sorted(p.name for p in spool.iterdir())
+        time.sleep(0.2)
     served.proc.kill()
     served.proc.wait(10)
     deadline = time.monotonic() + 5

@@ -205,11 +205,20 @@ class HttpWorkers:
         with self._lock:
             if self._stopping:
                 return
+            died = False
             for i, p in enumerate(self._procs):
                 if not p.is_alive() and p.exitcode not in _STOPPED_ON_PURPOSE:
                     log.error("HTTP process %s ended (exit code %s); starting another", p.pid, p.exitcode)
                     p.join(0)
                     self._procs[i] = self._spawn(i)
+                    died = True
+        if died:
+            # What it was receiving when it died was never acknowledged: its spool folder (its
+            # lock went with it) would otherwise wait for the next restart, with up to a whole
+            # upload in it.
+            removed = self.archive.storage.clean_spool()
+            if removed:
+                log.warning("removed %d incomplete upload(s) of the HTTP process that died", removed)
 
     def begin_stop(self) -> None:
         """SIGTERM each process (uvicorn's graceful stop: open requests finish); no waiting."""
