@@ -54,6 +54,8 @@ interface Slot {
   scroll: HTMLInputElement;
   series?: LoadedSeries;
   orientation?: Enums.OrientationAxis;
+  /** The window drawn, as last set (see keepDrawnWindow). */
+  voi?: { lower: number; upper: number };
 }
 
 type Layout = { rows: number; cols: number; mpr: boolean };
@@ -332,6 +334,12 @@ function makeSlot(i: number): Slot {
   ]) {
     csEl.addEventListener(ev, () => updateOverlay(slot));
   }
+  csEl.addEventListener(Enums.Events.VOI_MODIFIED, (e) => {
+    const range = (e as CustomEvent<{ range?: { lower: number; upper: number } }>).detail?.range;
+    if (range) slot.voi = { lower: range.lower, upper: range.upper };
+  });
+  // Cornerstone fires this before it prepares the new image: look after it has.
+  csEl.addEventListener(Enums.Events.STACK_NEW_IMAGE, () => queueMicrotask(() => keepDrawnWindow(slot)));
   csEl.addEventListener(Enums.Events.IMAGE_RENDERED, () => {
     if (state.marks.firstImage === undefined && slot.series && !slot.series.notImage) {
       state.marks.firstImage = performance.now();
@@ -483,6 +491,7 @@ async function showSeries(slot: Slot, seriesUID: string): Promise<void> {
     return;
   }
   noteFirstSeries(series);
+  slot.voi = undefined; // a new series starts with its own window
   try {
     await vp.setStack(series.imageIds, 0);
     showMessage(slot, '');
@@ -629,6 +638,25 @@ function updateOverlay(slot: Slot): void {
   const wc = voi ? (voi.upper + voi.lower) / 2 : undefined;
   slot.ov.br.textContent = [`W ${fmt(ww)}  L ${fmt(wc)}`, `Zoom ${fmt(vp.getZoom?.(), 2)}×`].join('\n');
   if (!slot.orientation && Number(slot.scroll.value) !== index) slot.scroll.value = String(index);
+}
+
+/** Cornerstone's CPU path (StackViewport._updateToDisplayImageCPU in 5.14) keeps drawing the
+ * previous slice's window on a new slice but sets the viewport's reported window to the new
+ * image's own, so the overlay showed a window that was not drawn and a W/L drag jumped from it.
+ * Give the viewport back the window it draws. (WebGL stacks keep a window the reader chose.) */
+function keepDrawnWindow(slot: Slot): void {
+  const vp = engine.getViewport(slot.id) as StackViewport | undefined;
+  const cpu = (vp as unknown as { useCPURendering?: boolean } | undefined)?.useCPURendering;
+  if (!vp || !cpu || slot.orientation) return;
+  const now = vp.getProperties().voiRange;
+  if (!slot.voi) {
+    if (now) slot.voi = { lower: now.lower, upper: now.upper };
+    return;
+  }
+  if (!now || now.lower !== slot.voi.lower || now.upper !== slot.voi.upper) {
+    vp.setProperties({ voiRange: { ...slot.voi } });
+    vp.render();
+  }
 }
 
 // ---------------------------------------------------------------- actions
