@@ -3,6 +3,7 @@ the archive; those of dead processes are removed."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -60,6 +61,10 @@ def test_put_file_moves_spool_files_and_copies_others(tmp_path: Path) -> None:
         key3 = storage.put_file(outside, move=False)  # copied; the source stays
         assert storage.open(key3).read() == b"imported file" and outside.read_bytes() == b"imported file"
         assert len({key, key2, key3}) == 3 and sorted(storage.keys()) == sorted([key, key2, key3])
+        for k in (key, key2, key3):  # <UTC day>/<two hex digits>/<uuid>.dcm
+            day = k.split("/")[0]
+            assert re.fullmatch(r"\d{8}/[0-9a-f]{2}/[0-9a-f]{32}\.dcm", k), k
+            assert abs(time.mktime(time.strptime(day, "%Y%m%d")) - time.time()) < 2 * 86400
         assert not list(storage.spool_dir().iterdir())  # no temporary file left behind
     finally:
         storage.close()

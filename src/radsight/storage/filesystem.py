@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,20 +23,44 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _make_dirs_durable(path: Path) -> None:
+    """Create ``path`` and its missing parents, fsyncing the parent of each: a folder's entry is
+    data of its parent, and POSIX does not promise that fsyncing the new folder (or a file in
+    it) makes that entry survive a crash."""
+    missing = []
+    p = path
+    while not p.is_dir():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another thread made it meanwhile
+            d.mkdir()
+        _fsync_dir(d.parent)
+
+
 def _rename_into(source: Path, dest: Path) -> None:
-    """Rename, creating the two-level key folder on first use (not checked before every rename:
-    of 65,536 folders almost all exist after a while)."""
+    """Rename, creating the key folder on first use (not checked before every rename: after
+    the first instances of a day its 256 folders exist)."""
     try:
         os.replace(source, dest)
     except FileNotFoundError:
         if not os.path.exists(source):
             raise
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        _make_dirs_durable(dest.parent)
         os.replace(source, dest)
 
 
 class FileSystemStorage:
-    """Objects as files under ``root/aa/bb/<uuid>.dcm`` (Orthanc's layout).
+    """Objects as files under ``root/YYYYMMDD/ab/<uuid>.dcm`` (UTC date of storage, then the
+    first two hex digits of the random name; keys are recorded in the index, so objects stored
+    under Orthanc's ``ab/cd/<uuid>`` layout by earlier versions stay where they are).
+
+    Why this layout: a new folder is the dearest file-system operation of ingest (an inode
+    allocated by ext4's directory allocator, and its parent fsynced), and the two-level random
+    layout created one for most instances until its 65,536 folders existed; per day there are
+    now at most 256. A day's objects are in one folder, which incremental backups and
+    retention like. Measured: 0.37 -> 0.29 ms CPU per stored file (create, write 180 KB, fsync
+    file and folder; docs/benchmarks.md).
 
     Writes go to a spool folder under ``root/tmp`` first, are fsynced, then renamed into
     place and the directory fsynced: a crash leaves either a complete object or only a
@@ -110,7 +136,7 @@ class FileSystemStorage:
 
     def put_file(self, source: Path, *, move: bool) -> str:
         name = uuid.uuid4().hex
-        key = f"{name[:2]}/{name[2:4]}/{name}{_SUFFIX}"
+        key = f"{time.strftime('%Y%m%d', time.gmtime())}/{name[:2]}/{name}{_SUFFIX}"
         dest = self._path(key)
         source = Path(source)
         if move and self._is_spool(source):
