@@ -20,7 +20,7 @@ from tests.test_bad_input import stored_bytes
 from radsight.archive import Archive
 from radsight.check import check_archive
 from radsight.ingest import IngestError, Outcome
-from radsight.ingest.parse import parse_file
+from radsight.ingest.parse import parse_bytes, parse_file
 
 SEED_NAMES = [
     "CT_small.dcm",  # explicit VR LE, native pixels
@@ -80,21 +80,33 @@ def _mutate(data: bytes, ops: list[tuple[str, float, int]]) -> bytes:
 
 
 def _ingest_and_check(archive: Archive, data: bytes) -> None:
+    """Both ways in (a file: C-STORE, import; memory: STOW-RS) parse ``data`` alike, and ingest
+    it alike: stored as received or refused with a reason, the second time a duplicate."""
     with tempfile.NamedTemporaryFile(suffix=".dcm") as tmp:
         tmp.write(data)
         tmp.flush()
         path = Path(tmp.name)
-        try:
-            parse_file(path)
-        except IngestError as exc:
-            assert exc.reason is not None and exc.message
-        r = archive.ingest.ingest_file(path)
-        assert r.outcome in (Outcome.STORED, Outcome.DUPLICATE, Outcome.OVERWRITTEN, Outcome.REFUSED)
-        if r.outcome is Outcome.REFUSED:
-            assert r.reason is not None and r.message
-        if r.outcome is Outcome.STORED:
+        outcomes = []
+        for parse in (lambda: parse_file(path), lambda: parse_bytes(data)):
+            try:
+                parsed = parse()
+                outcomes.append(("ok", parsed.sop_instance_uid, parsed.file_size, parsed.pixel_data_offset))
+            except IngestError as exc:
+                assert exc.reason is not None and exc.message
+                outcomes.append(("refused", exc.reason, exc.message))
+        assert outcomes[0] == outcomes[1], "parse_file and parse_bytes disagree"
+        first = archive.ingest.ingest_bytes(data)
+        second = archive.ingest.ingest_file(path)
+        for r in (first, second):
+            assert r.outcome in (Outcome.STORED, Outcome.DUPLICATE, Outcome.OVERWRITTEN, Outcome.REFUSED)
+            if r.outcome is Outcome.REFUSED:
+                assert r.reason is not None and r.message
+        if first.outcome is Outcome.STORED:
+            assert second.outcome is Outcome.DUPLICATE
             expected = data if data[128:132] == b"DICM" else b"\x00" * 128 + b"DICM" + data
-            assert stored_bytes(archive, r.sop_instance_uid) == expected
+            assert stored_bytes(archive, first.sop_instance_uid) == expected
+        elif first.outcome is Outcome.REFUSED:
+            assert (second.outcome, second.reason) == (Outcome.REFUSED, first.reason)
     assert not any(archive.storage.spool_dir().iterdir()), "ingest left a file in the spool"
 
 

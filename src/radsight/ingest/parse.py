@@ -254,74 +254,90 @@ def _open_for_parse(path: Path, size: int) -> Iterator[BinaryIO]:
             yield fh
 
 
+def parse_bytes(data: bytes) -> ParsedInstance:
+    """:func:`parse_file` for a file already in memory (a STOW-RS part): nothing is read twice."""
+    try:
+        buf = io.BytesIO(data)  # shares the bytes object's buffer, no copy
+        buf.name = "<received>"  # for pydicom's messages
+        return _parse(buf, len(data))
+    except IngestError:
+        raise
+    except Exception as exc:
+        raise IngestError(Reason.MALFORMED, f"cannot parse the data set: {type(exc).__name__}: {exc}") from exc
+
+
 def _parse_file(path: Path) -> ParsedInstance:
     size = os.path.getsize(path)
     with _open_for_parse(path, size) as fh:
-        head = fh.read(PART10_PREFIX_LENGTH)
-        # Accepted deliberately: a Part 10 file written without its 128-byte preamble and
-        # 'DICM' prefix, i.e. one that starts directly with its File Meta Information
-        # (some older writers and hand-made files do this; pydicom reads them with force).
-        # The file meta names the transfer syntax, so nothing is guessed; the ingest service
-        # stores preamble + 'DICM' + the original bytes unchanged (no re-encoding), so the
-        # stored object is a valid Part 10 file. A bare data set with no group 0002 at all
-        # is refused: its transfer syntax would have to be guessed.
-        missing_preamble = head[PREAMBLE_LENGTH:] != b"DICM"
-        if missing_preamble and not _starts_with_file_meta(head):
-            if size < PART10_PREFIX_LENGTH:
-                raise IngestError(Reason.NOT_DICOM, f"file of {size} bytes is too short to be DICOM Part 10")
+        return _parse(fh, size)
+
+
+def _parse(fh: BinaryIO, size: int) -> ParsedInstance:
+    head = fh.read(PART10_PREFIX_LENGTH)
+    # Accepted deliberately: a Part 10 file written without its 128-byte preamble and
+    # 'DICM' prefix, i.e. one that starts directly with its File Meta Information
+    # (some older writers and hand-made files do this; pydicom reads them with force).
+    # The file meta names the transfer syntax, so nothing is guessed; the ingest service
+    # stores preamble + 'DICM' + the original bytes unchanged (no re-encoding), so the
+    # stored object is a valid Part 10 file. A bare data set with no group 0002 at all
+    # is refused: its transfer syntax would have to be guessed.
+    missing_preamble = head[PREAMBLE_LENGTH:] != b"DICM"
+    if missing_preamble and not _starts_with_file_meta(head):
+        if size < PART10_PREFIX_LENGTH:
+            raise IngestError(Reason.NOT_DICOM, f"file of {size} bytes is too short to be DICOM Part 10")
+        raise IngestError(
+            Reason.NOT_DICOM,
+            "not a DICOM Part 10 file: no 'DICM' prefix after the 128-byte preamble and no "
+            "File Meta Information (0002,eeee) at the start",
+        )
+    meta_start = 0 if missing_preamble else PART10_PREFIX_LENGTH
+    meta_end = file_meta_end(fh, meta_start, size)
+    if meta_end == meta_start:
+        raise IngestError(Reason.MALFORMED, "file has the 'DICM' prefix but no File Meta Information (0002,eeee)")
+    fh.seek(0)
+    ds = _read_header(fh)
+    meta = ds.file_meta
+    ts = str(meta.get("TransferSyntaxUID", "") or "")
+    if not ts:
+        raise IngestError(Reason.MALFORMED, "file meta information has no Transfer Syntax UID (0002,0010)")
+    if not _valid_uid(ts):
+        raise IngestError(Reason.MALFORMED, f"Transfer Syntax UID {ts!r} is not a valid UID")
+    if str(meta.get("MediaStorageSOPClassUID", "") or "") == MEDIA_STORAGE_DIRECTORY:
+        raise IngestError(
+            Reason.UNSUPPORTED,
+            "a DICOMDIR (Media Storage Directory) is an index of removable media, not an instance: "
+            "import the folder it is in",
+        )
+    uid = UID(ts)
+    little = uid.is_little_endian if uid.is_transfer_syntax else True
+    implicit = uid.is_implicit_VR if uid.is_transfer_syntax else False
+    pixel_offset: int | None = None
+    if ts == DeflatedExplicitVRLittleEndian:
+        # The offset of Pixel Data inside the inflated stream means nothing in the file.
+        inflated = _inflate(fh, meta_end)
+        buf = io.BytesIO(inflated)
+        try:
+            pydicom.filereader.read_dataset(buf, False, True, stop_when=_at_pixel_data)
+        except Exception as exc:
+            raise IngestError(Reason.MALFORMED, f"cannot parse the inflated data set: {exc}") from exc
+        _check_top_level_pixel_data(buf, len(inflated), implicit=False, little=True)
+    else:
+        stopped_at = fh.tell()
+        fh.seek(meta_end)
+        first = fh.read(6)
+        if len(first) == 6 and first[:2] != b"\x00\x00" and _looks_like_vr(first[4:6]) == implicit:
+            # The data set is not encoded as its transfer syntax says: pydicom guesses and
+            # reads on, but every other reader (and every peer we send it to) trusts the
+            # transfer syntax, so these bytes cannot be served as they are.
+            found, declared = ("explicit", "implicit") if implicit else ("implicit", "explicit")
             raise IngestError(
-                Reason.NOT_DICOM,
-                "not a DICOM Part 10 file: no 'DICM' prefix after the 128-byte preamble and no "
-                "File Meta Information (0002,eeee) at the start",
+                Reason.MALFORMED,
+                f"the data set is encoded in {found} VR but its Transfer Syntax {ts} is {declared} VR",
             )
-        meta_start = 0 if missing_preamble else PART10_PREFIX_LENGTH
-        meta_end = file_meta_end(fh, meta_start, size)
-        if meta_end == meta_start:
-            raise IngestError(Reason.MALFORMED, "file has the 'DICM' prefix but no File Meta Information (0002,eeee)")
-        fh.seek(0)
-        ds = _read_header(fh)
-        meta = ds.file_meta
-        ts = str(meta.get("TransferSyntaxUID", "") or "")
-        if not ts:
-            raise IngestError(Reason.MALFORMED, "file meta information has no Transfer Syntax UID (0002,0010)")
-        if not _valid_uid(ts):
-            raise IngestError(Reason.MALFORMED, f"Transfer Syntax UID {ts!r} is not a valid UID")
-        if str(meta.get("MediaStorageSOPClassUID", "") or "") == MEDIA_STORAGE_DIRECTORY:
-            raise IngestError(
-                Reason.UNSUPPORTED,
-                "a DICOMDIR (Media Storage Directory) is an index of removable media, not an instance: "
-                "import the folder it is in",
-            )
-        uid = UID(ts)
-        little = uid.is_little_endian if uid.is_transfer_syntax else True
-        implicit = uid.is_implicit_VR if uid.is_transfer_syntax else False
-        pixel_offset: int | None = None
-        if ts == DeflatedExplicitVRLittleEndian:
-            # The offset of Pixel Data inside the inflated stream means nothing in the file.
-            inflated = _inflate(fh, meta_end)
-            buf = io.BytesIO(inflated)
-            try:
-                pydicom.filereader.read_dataset(buf, False, True, stop_when=_at_pixel_data)
-            except Exception as exc:
-                raise IngestError(Reason.MALFORMED, f"cannot parse the inflated data set: {exc}") from exc
-            _check_top_level_pixel_data(buf, len(inflated), implicit=False, little=True)
-        else:
-            stopped_at = fh.tell()
-            fh.seek(meta_end)
-            first = fh.read(6)
-            if len(first) == 6 and first[:2] != b"\x00\x00" and _looks_like_vr(first[4:6]) == implicit:
-                # The data set is not encoded as its transfer syntax says: pydicom guesses and
-                # reads on, but every other reader (and every peer we send it to) trusts the
-                # transfer syntax, so these bytes cannot be served as they are.
-                found, declared = ("explicit", "implicit") if implicit else ("implicit", "explicit")
-                raise IngestError(
-                    Reason.MALFORMED,
-                    f"the data set is encoded in {found} VR but its Transfer Syntax {ts} is {declared} VR",
-                )
-            fh.seek(stopped_at)
-            pixel_offset = _check_top_level_pixel_data(fh, size, implicit=implicit, little=little)
-            if pixel_offset is not None and missing_preamble:
-                pixel_offset += PART10_PREFIX_LENGTH
+        fh.seek(stopped_at)
+        pixel_offset = _check_top_level_pixel_data(fh, size, implicit=implicit, little=little)
+        if pixel_offset is not None and missing_preamble:
+            pixel_offset += PART10_PREFIX_LENGTH
     try:
         # Parse every sequence now, so a structurally broken data set is refused here and not
         # discovered later by a viewer. Plain values stay undecoded: decoding all of them cost

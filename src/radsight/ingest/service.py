@@ -33,7 +33,7 @@ from radsight.config import DuplicatePolicy, Settings
 from radsight.index.db import Database
 from radsight.index.models import Instance, Patient, Series, Study
 from radsight.ingest.errors import IngestError, Reason
-from radsight.ingest.parse import PREAMBLE_LENGTH, ParsedInstance, parse_file
+from radsight.ingest.parse import PREAMBLE_LENGTH, ParsedInstance, parse_bytes, parse_file
 from radsight.storage.base import Storage, StorageError
 
 log = logging.getLogger(__name__)
@@ -138,15 +138,23 @@ class IngestService:
         """A fresh path in the storage spool (same file system: moving it in is a rename)."""
         return self.storage.spool_dir() / f"in-{uuid.uuid4().hex}.part"
 
-    def ingest_bytes(self, data: bytes, *, source: str = "api", calling_ae: str = "") -> IngestResult:
-        path = self.new_spool_path()
+    def ingest_bytes(
+        self, data: bytes, *, source: str = "api", calling_ae: str = "", study: str | None = None
+    ) -> IngestResult:
+        """Ingest one Part 10 file held in memory (a STOW-RS part, an AI result): parsed from
+        memory and written once, straight into storage.
+
+        ``study``: the Study Instance UID the sender named (STOW-RS ``POST /studies/{study}``);
+        an instance of another study is refused before anything is stored.
+        """
         try:
-            with open(path, "wb") as fh:
-                fh.write(data)
-        except OSError as exc:
-            path.unlink(missing_ok=True)
-            return IngestResult(Outcome.REFUSED, reason=Reason.STORAGE_FAILURE, message=f"cannot spool: {exc}")
-        return self.ingest_file(path, move=True, source=source, calling_ae=calling_ae)
+            parsed = parse_bytes(bytes(data))
+        except IngestError as exc:
+            return IngestResult(Outcome.REFUSED, reason=exc.reason, message=exc.message)
+        if parsed.missing_preamble:  # see parse_file: stored with the Part 10 prefix in front
+            data = b"\x00" * PREAMBLE_LENGTH + b"DICM" + data
+        return self._store_checked(parsed, lambda: self.storage.put_bytes(data), study=study, source=source,
+                                   calling_ae=calling_ae)
 
     def ingest_dataset_bytes(
         self, file_meta: FileMetaDataset, dataset: bytes, *, source: str = "dimse", calling_ae: str = ""
@@ -167,7 +175,8 @@ class IngestService:
         return self.ingest_file(path, move=True, source=source, calling_ae=calling_ae)
 
     def ingest_file(
-        self, path: Path, *, move: bool = False, source: str = "import", calling_ae: str = ""
+        self, path: Path, *, move: bool = False, source: str = "import", calling_ae: str = "",
+        study: str | None = None,
     ) -> IngestResult:
         """Ingest one Part 10 file. With ``move`` the file is consumed (taken over or removed)."""
         framed: Path | None = None
@@ -185,24 +194,41 @@ class IngestService:
                 source_path, move_source = framed, True
             else:
                 move_source = move
-            try:
-                return self._store(parsed, source_path, move=move_source, source=source, calling_ae=calling_ae)
-            except Exception as exc:
-                # The index or storage failed in a way we did not foresee: refuse (never
-                # acknowledge) rather than let one instance take down an association.
-                log.exception("ingest of %s failed", parsed.sop_instance_uid)
-                return IngestResult(
-                    Outcome.REFUSED,
-                    sop_instance_uid=parsed.sop_instance_uid,
-                    sop_class_uid=parsed.sop_class_uid,
-                    reason=Reason.STORAGE_FAILURE,
-                    message=f"could not store or index the instance: {type(exc).__name__}: {exc}",
-                )
+            return self._store_checked(
+                parsed, lambda: self.storage.put_file(source_path, move=move_source), study=study, source=source,
+                calling_ae=calling_ae,
+            )
         finally:
             if framed is not None and framed.exists():
                 framed.unlink()
             if move and os.path.exists(path):
                 os.unlink(path)
+
+    def _store_checked(
+        self, parsed: ParsedInstance, put: Callable[[], str], *, study: str | None, source: str, calling_ae: str
+    ) -> IngestResult:
+        if study is not None and parsed.study_instance_uid != study:
+            return IngestResult(
+                Outcome.REFUSED,
+                sop_class_uid=parsed.sop_class_uid,
+                sop_instance_uid=parsed.sop_instance_uid,
+                study_instance_uid=parsed.study_instance_uid,
+                reason=Reason.INVALID_ATTRIBUTE,
+                message=f"instance belongs to study {parsed.study_instance_uid}, not to {study} named in the URL",
+            )
+        try:
+            return self._store(parsed, put, source=source, calling_ae=calling_ae)
+        except Exception as exc:
+            # The index or storage failed in a way we did not foresee: refuse (never
+            # acknowledge) rather than let one instance take down an association.
+            log.exception("ingest of %s failed", parsed.sop_instance_uid)
+            return IngestResult(
+                Outcome.REFUSED,
+                sop_instance_uid=parsed.sop_instance_uid,
+                sop_class_uid=parsed.sop_class_uid,
+                reason=Reason.STORAGE_FAILURE,
+                message=f"could not store or index the instance: {type(exc).__name__}: {exc}",
+            )
 
     def _with_preamble(self, path: Path) -> Path:
         """A spool copy of ``path`` with a zero preamble and 'DICM' written in front."""
@@ -229,7 +255,7 @@ class IngestService:
             raw.close()  # back to the pool, which ends the read transaction
         return None if row is None else str(row[1])
 
-    def _store(self, p: ParsedInstance, path: Path, *, move: bool, source: str, calling_ae: str) -> IngestResult:
+    def _store(self, p: ParsedInstance, put: Callable[[], str], *, source: str, calling_ae: str) -> IngestResult:
         base = IngestResult(
             Outcome.STORED,
             sop_instance_uid=p.sop_instance_uid,
@@ -244,7 +270,7 @@ class IngestService:
             base.message = "an instance with this SOP Instance UID is already stored; the first was kept"
             return base
         try:
-            key = self.storage.put_file(path, move=move)
+            key = put()
         except (OSError, StorageError) as exc:
             log.error("storage failed: %s", exc)
             base.outcome, base.reason, base.message = Outcome.REFUSED, Reason.STORAGE_FAILURE, str(exc)

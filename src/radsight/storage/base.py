@@ -25,6 +25,10 @@ class Storage(Protocol):
         """
         ...
 
+    def put_bytes(self, data: bytes) -> str:
+        """Store ``data`` under a new key and return the key (same promises as ``put_file``)."""
+        ...
+
     def open(self, key: str) -> BinaryIO: ...
 
     def local_path(self, key: str) -> Path | None:

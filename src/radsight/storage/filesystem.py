@@ -134,10 +134,14 @@ class FileSystemStorage:
             raise StorageError(f"invalid storage key {key!r}")
         return self.root / key
 
-    def put_file(self, source: Path, *, move: bool) -> str:
+    def _new_key(self) -> tuple[str, str, Path]:
+        """A new object's (name, key, final path)."""
         name = uuid.uuid4().hex
         key = f"{time.strftime('%Y%m%d', time.gmtime())}/{name[:2]}/{name}{_SUFFIX}"
-        dest = self._path(key)
+        return name, key, self._path(key)
+
+    def put_file(self, source: Path, *, move: bool) -> str:
+        name, key, dest = self._new_key()
         source = Path(source)
         if move and self._is_spool(source):
             # Our own spool file: already complete; make it durable, then rename.
@@ -160,6 +164,26 @@ class FileSystemStorage:
                 raise
             if move:
                 source.unlink(missing_ok=True)
+        _fsync_dir(dest.parent)
+        return key
+
+    def put_bytes(self, data: bytes) -> str:
+        """Store ``data`` (a whole object received into memory) under a new key, durably."""
+        name, key, dest = self._new_key()
+        tmp = self._tmp / f"{name}.part"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _rename_into(tmp, dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         _fsync_dir(dest.parent)
         return key
 
