@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -101,6 +102,7 @@ class RunningServer:
     username: str = ADMIN_USER
     password: str = ADMIN_PASSWORD
     ai_engine: object | None = None
+    asgi: Any = None  # what uvicorn runs: the StowFastPath around the application
 
     @property
     def dicomweb(self) -> str:
@@ -118,6 +120,7 @@ def start_server(
 
     from radsight.api.app import create_app
     from radsight.api.auth import add_user
+    from radsight.dicomweb.stow import StowFastPath
     from radsight.dimse.scp import DicomServer
 
     http_port, dicom_port = free_port(), free_port()
@@ -134,7 +137,9 @@ def start_server(
         engine.start()
     dicom = DicomServer(archive)
     dicom.start("127.0.0.1", dicom_port)
-    config = uvicorn.Config(create_app(archive), host="127.0.0.1", port=http_port, log_level="warning")
+    # As radsight serve runs it (server.uvicorn_config): STOW-RS on its fast path.
+    asgi = StowFastPath(create_app(archive))
+    config = uvicorn.Config(asgi, host="127.0.0.1", port=http_port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -143,7 +148,8 @@ def start_server(
         if time.monotonic() > deadline:
             raise RuntimeError("test server did not start")
         time.sleep(0.02)
-    running = RunningServer(archive, f"http://127.0.0.1:{http_port}", dicom_port, "RADSIGHT", ai_engine=engine)
+    running = RunningServer(archive, f"http://127.0.0.1:{http_port}", dicom_port, "RADSIGHT", ai_engine=engine,
+                            asgi=asgi)
 
     def stop() -> None:
         server.should_exit = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -327,3 +328,75 @@ def test_concurrent_requests_each_get_their_own_results(server: RunningServer) -
             assert stored_bytes(server, d.SOPInstanceUID) == encode(d)
     with server.archive.db.session() as s:
         assert s.scalar(select(Study.number_of_instances).where(Study.study_instance_uid == study)) == 24
+
+
+def _normalised(r: httpx.Response, uids: dict[str, str]) -> tuple[int, object, str | None]:
+    """Status, body with this request's UIDs named by role, and the WWW-Authenticate header."""
+    text = r.text
+    for role, uid in uids.items():
+        text = text.replace(uid, role)
+    json_types = ("application/json", "application/dicom+json")
+    body = json.loads(text) if r.headers.get("content-type", "").split(";")[0] in json_types else text
+    return r.status_code, body, r.headers.get("www-authenticate")
+
+
+def test_stow_fast_path_answers_as_the_fastapi_route(server: RunningServer) -> None:
+    """radsight serve answers STOW-RS outside FastAPI (StowFastPath); a request with an Origin
+    header goes through the FastAPI route (and its CORS middleware). The same requests, sent
+    both ways with fresh UIDs, must get the same answers."""
+    assert server.asgi is not None
+
+    def case(kind: str) -> tuple[str, bytes, dict[str, str], dict[str, str], tuple[str, str] | None]:
+        """(path, body, headers, uids by role, auth) for one request of ``kind``."""
+        good, other = make_ct(), make_ct()
+        uids = {"STUDY": good.StudyInstanceUID, "SERIES": good.SeriesInstanceUID, "SOP": good.SOPInstanceUID,
+                "OTHER_STUDY": other.StudyInstanceUID, "OTHER_SERIES": other.SeriesInstanceUID,
+                "OTHER_SOP": other.SOPInstanceUID}
+        path, auth = "/dicomweb/studies", None
+        headers = {"Content-Type": MULTIPART}
+        if kind == "one":
+            body = multipart([encode(good)])
+        elif kind == "single-body":
+            body, headers = encode(good), {"Content-Type": "application/dicom"}
+        elif kind == "some-failed":
+            body = multipart([encode(good), b"not DICOM at all"])
+        elif kind == "none-stored":
+            body = multipart([b"not DICOM", encode(good)[:300]])
+        elif kind == "wrong-study":
+            path, body = f"/dicomweb/studies/{good.StudyInstanceUID}", multipart([encode(good), encode(other)])
+        elif kind == "unclosed":
+            body = multipart([encode(good)], closing=False)
+        elif kind == "media-type":
+            body, headers = encode(good), {"Content-Type": "text/plain"}
+        elif kind == "part-type":
+            body = multipart([encode(good)])
+            headers = {"Content-Type": f'multipart/related; type="application/dicom+json"; boundary="{BOUNDARY}"'}
+        elif kind == "no-boundary":
+            body, headers = multipart([encode(good)]), {"Content-Type": 'multipart/related; type="application/dicom"'}
+        elif kind == "wrong-password":
+            body, auth = multipart([encode(good)]), (server.username, "not the password")
+        else:
+            raise AssertionError(kind)
+        return path, body, headers, uids, auth
+
+    kinds = ["one", "single-body", "some-failed", "none-stored", "wrong-study", "unclosed", "media-type",
+             "part-type", "no-boundary", "wrong-password"]
+    with server.client() as c:
+        c.get("/dicomweb/studies", params={"limit": 1})  # a verified Basic check, as any client's first call
+        assert c.post("/dicomweb/studies", content=multipart([encode(make_ct())]),
+                      headers={"Content-Type": MULTIPART}).status_code == 200  # the service root is known
+        for kind in kinds:
+            answers = []
+            for via_route in (False, True):
+                path, body, headers, uids, auth = case(kind)
+                if via_route:
+                    headers = {**headers, "Origin": "http://viewer.example"}
+                before = server.asgi.answered
+                kw = {"auth": auth} if auth else {}
+                r = c.post(path, content=body, headers=headers, **kw)
+                took = server.asgi.answered - before
+                # Only a verified Basic check may be answered on the fast path.
+                assert took == (0 if via_route or kind == "wrong-password" else 1), (kind, via_route)
+                answers.append(_normalised(r, uids))
+            assert answers[0] == answers[1], kind
+            assert answers[0][0] in (200, 202, 400, 401, 409, 415), kind

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from radsight.api.app import create_app
 from radsight.archive import Archive
+from radsight.dicomweb.stow import StowFastPath
 from radsight.dimse.scp import DicomServer
 from radsight.http_workers import HttpWorkers, worker_count
 
@@ -40,7 +41,7 @@ class UvicornServer(uvicorn.Server):
 def uvicorn_config(app: FastAPI, archive: Archive) -> uvicorn.Config:
     settings = archive.settings
     return uvicorn.Config(
-        app,
+        StowFastPath(app),  # STOW-RS answered without FastAPI's per-request layers (see there)
         host=settings.http_host,
         port=settings.http_port,
         log_level="info",

@@ -47,7 +47,7 @@ def _unauthorized(detail: str) -> HTTPException:
     )
 
 
-def _basic_credentials(credentials: str) -> tuple[str, str]:
+def basic_credentials(credentials: str) -> tuple[str, str]:
     try:
         username, _, password = base64.b64decode(credentials).decode("utf-8").partition(":")
     except (binascii.Error, UnicodeDecodeError) as exc:
@@ -64,7 +64,7 @@ def get_current_user(request: Request, archive: ArchiveDep) -> User:
     with archive.db.session() as s:
         user: User | None = None
         if scheme.lower() == "basic" and credentials:
-            username, password = _basic_credentials(credentials)
+            username, password = basic_credentials(credentials)
             user = authn.check_basic(s, username, password)
             if user is None:
                 raise _unauthorized("wrong user name or password")
@@ -91,7 +91,7 @@ async def get_current_user_async(request: Request, archive: ArchiveDep) -> User:
     """
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "basic" and credentials:
-        user: User | None = request.app.state.authenticator.recent_basic(*_basic_credentials(credentials))
+        user: User | None = request.app.state.authenticator.recent_basic(*basic_credentials(credentials))
         if user is not None:
             return user
     return await run_in_threadpool(get_current_user, request, archive)
