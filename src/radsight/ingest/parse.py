@@ -257,9 +257,9 @@ def _open_for_parse(path: Path, size: int) -> Iterator[BinaryIO]:
 def parse_bytes(data: bytes) -> ParsedInstance:
     """:func:`parse_file` for a file already in memory (a STOW-RS part): nothing is read twice."""
     try:
-        buf = io.BytesIO(data)  # shares the bytes object's buffer, no copy
-        buf.name = "<received>"  # for pydicom's messages
-        return _parse(buf, len(data))
+        # Shares the bytes object's buffer, no copy. No ``name``: pydicom would look for a
+        # file of that name on disk (a stat per instance).
+        return _parse(io.BytesIO(data), len(data))
     except IngestError:
         raise
     except Exception as exc:
@@ -384,13 +384,11 @@ def _parse(fh: BinaryIO, size: int) -> ParsedInstance:
 
 
 def _parse_sequences(ds: Dataset) -> None:
-    for tag in list(ds.keys()):
-        raw = ds.get_item(tag)
-        if raw is None:
-            continue
-        vr = getattr(raw, "VR", None)
-        if vr == "SQ" or (vr in (None, "UN") and getattr(raw, "length", 0) == 0xFFFFFFFF):
-            value = ds[tag].value
+    # elements() gives each element as read (raw, unconverted); only sequences are converted.
+    for elem in list(ds.elements()):
+        vr = elem.VR
+        if vr == "SQ" or (vr in (None, "UN") and getattr(elem, "length", 0) == 0xFFFFFFFF):
+            value = ds[elem.tag].value
             if isinstance(value, Sequence):
                 for item in value:
                     _parse_sequences(item)
