@@ -23,10 +23,10 @@ from typing import BinaryIO
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
+from radsight.ingest import values
 from radsight.ingest.errors import IngestError, Reason
 
 PREAMBLE_LENGTH = 128
@@ -350,20 +350,20 @@ def _parse(fh: BinaryIO, size: int) -> ParsedInstance:
     # (0008,0016)/(0008,0018) are empty while the file meta information (0002,0002)/(0002,0003)
     # names them (the shared Siemens CT series does). The file meta values are used for the
     # index; the bytes are stored unchanged.
-    sop_class = _uid_text(ds, "SOPClassUID") or _uid_text(meta, "MediaStorageSOPClassUID")
-    sop_instance = _uid_text(ds, "SOPInstanceUID") or _uid_text(meta, "MediaStorageSOPInstanceUID")
+    sop_class = values.uid(ds, "SOPClassUID") or values.uid(meta, "MediaStorageSOPClassUID")
+    sop_instance = values.uid(ds, "SOPInstanceUID") or values.uid(meta, "MediaStorageSOPInstanceUID")
     checks = {
         "SOP Class UID (0008,0016)": sop_class,
         "SOP Instance UID (0008,0018)": sop_instance,
-        "Study Instance UID (0020,000D)": _uid_text(ds, "StudyInstanceUID"),
-        "Series Instance UID (0020,000E)": _uid_text(ds, "SeriesInstanceUID"),
+        "Study Instance UID (0020,000D)": values.uid(ds, "StudyInstanceUID"),
+        "Series Instance UID (0020,000E)": values.uid(ds, "SeriesInstanceUID"),
     }
     for name, value in checks.items():
         if not value:
             raise IngestError(Reason.MISSING_ATTRIBUTE, f"{name} is missing or empty")
         if not _valid_uid(value):
             raise IngestError(Reason.INVALID_ATTRIBUTE, f"{name} {value[:80]!r} is not a valid UID")
-    media_uid = _uid_text(meta, "MediaStorageSOPInstanceUID")
+    media_uid = values.uid(meta, "MediaStorageSOPInstanceUID")
     if media_uid and media_uid != checks["SOP Instance UID (0008,0018)"]:
         raise IngestError(
             Reason.INVALID_ATTRIBUTE,
@@ -392,15 +392,3 @@ def _parse_sequences(ds: Dataset) -> None:
             if isinstance(value, Sequence):
                 for item in value:
                     _parse_sequences(item)
-
-
-def _uid_text(ds: Dataset, keyword: str) -> str:
-    """A UID attribute as text; a multi-valued or non-text value is an invalid UID, not a crash."""
-    value = ds.get(keyword, "")
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, MultiValue | list | tuple):
-        return "\\".join(str(v) for v in value)
-    return str(value)

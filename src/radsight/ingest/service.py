@@ -23,7 +23,6 @@ from typing import Any, TypeVar, cast
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
-from pydicom.multival import MultiValue
 from sqlalchemy import Dialect, Table, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -32,6 +31,7 @@ from sqlalchemy.sql.expression import ClauseElement
 from radsight.config import DuplicatePolicy, Settings
 from radsight.index.db import Database
 from radsight.index.models import Instance, Patient, Series, Study
+from radsight.ingest import values
 from radsight.ingest.errors import IngestError, Reason
 from radsight.ingest.parse import PREAMBLE_LENGTH, ParsedInstance, parse_bytes, parse_file
 from radsight.storage.base import Storage, StorageError
@@ -76,33 +76,8 @@ class StoredEvent:
     dataset: Dataset | None = field(default=None, repr=False, compare=False)
 
 
-def _text(ds: Dataset, keyword: str, limit: int | None = None) -> str:
-    """An attribute as index text. Never raises: a value the index cannot hold is cleaned, not refused."""
-    try:
-        value = ds.get(keyword, None)
-    except Exception:  # a value pydicom cannot decode; parse_file normally refuses these first
-        return ""
-    if value is None:
-        return ""
-    text = "\\".join(str(v) for v in value) if isinstance(value, MultiValue | list | tuple) else str(value)
-    # PostgreSQL text holds neither NUL nor lone surrogates (from undecodable character sets).
-    text = text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8").strip()
-    return text[:limit] if limit else text
-
-
-_INT32 = 2**31 - 1
-
-
-def _int(ds: Dataset, keyword: str) -> int | None:
-    """An integer attribute for the index, or None if absent, not a number or out of range."""
-    try:
-        value = ds.get(keyword, None)
-        if isinstance(value, MultiValue | list | tuple):
-            value = value[0] if value else None
-        number = int(value) if value not in (None, "") else None
-    except Exception:
-        return None
-    return number if number is not None and -_INT32 <= number <= _INT32 else None
+_text = values.text
+_int = values.integer
 
 
 Listener = Callable[[StoredEvent], Any]
