@@ -30,6 +30,7 @@ def test_recent_check_needs_no_database_then_is_read_again(archive: Archive) -> 
         add_user(s, "bob", "bob-password", "radiologist")
     authn = Authenticator(recheck_seconds=RECHECK)
     assert authn.recent_basic("bob", "bob-password") is None  # never verified
+    assert not authn.recently_verified("bob", "bob-password")
     with archive.db.session() as s:
         assert authn.check_basic(s, "bob", "wrong-password") is None
         assert authn.check_basic(s, "bob", "bob-password") is not None
@@ -37,8 +38,11 @@ def test_recent_check_needs_no_database_then_is_read_again(archive: Archive) -> 
     assert user is not None and (user.username, user.role) == ("bob", "radiologist")
     assert authn.recent_basic("bob", "wrong-password") is None
     assert authn.recent_basic("bob", "bob-password") is not user  # each request its own object
+    assert authn.recently_verified("bob", "bob-password")
+    assert not authn.recently_verified("bob", "wrong-password")
     time.sleep(RECHECK + 0.1)
     assert authn.recent_basic("bob", "bob-password") is None  # the row must be read again
+    assert not authn.recently_verified("bob", "bob-password")
 
     _set_password(archive, "bob", "new-bob-password")
     with archive.db.session() as s:

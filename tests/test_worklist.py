@@ -22,7 +22,8 @@ from radsight.ai.pipeline import FindingData, PipelineResult
 from radsight.ai.worker import run_claimed
 from radsight.api.auth import add_user
 from radsight.archive import Archive
-from radsight.index.models import AIJob, AIModel, WorklistAlert, WorklistStudy
+from radsight.index.models import AIJob, AIModel, Study, WorklistAlert, WorklistStudy
+from radsight.ingest import Outcome
 from radsight.worklist import events, priority, service
 
 READER, READER_PASSWORD = "reader2", "reader2-secret"
@@ -185,11 +186,18 @@ def test_order_priority_comes_from_the_header_ingest_parsed(wl: Archive, tmp_pat
         before = s.scalar(select(func.count()).select_from(WorklistStudy))
     listener = service.listener_for(wl)
     assert listener is not None
-    wl.ingest._listeners.remove(listener)  # store without the listener, then replay its event without a header
+    # Store without the worklist (its in-transaction rows and its listener), then replay the
+    # listener's event without a header.
+    hooks = list(wl.ingest._new_study_hooks)
+    wl.ingest._listeners.remove(listener)
+    wl.ingest._new_study_hooks.clear()
     try:
         res = wl.ingest.ingest_file(tmp_path / "fallback.dcm")
     finally:
         wl.ingest._listeners.append(listener)
+        wl.ingest._new_study_hooks[:] = hooks
+    with wl.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(WorklistStudy)) == before
     listener(StoredEvent(res, modality="CT"))
     assert row(wl, str(ds.StudyInstanceUID)).order_priority == "URGENT"
     with wl.db.session() as s:
@@ -205,6 +213,51 @@ def test_a_second_instance_adds_no_row_and_no_event_at_ingest(wl: Archive, tmp_p
     listener = service.listener_for(wl)
     assert listener is not None and listener.flush_touched() == 1
     assert event_types(wl, uid) == ["study-added", "study-updated"]
+
+
+def test_the_worklist_row_commits_with_the_study_or_not_at_all(wl: Archive, tmp_path: Path) -> None:
+    """The row and its study-added event are written in the ingest transaction that creates the study."""
+    def study_rows(uid: str) -> tuple[int, int]:
+        with wl.db.session() as s:
+            return (
+                s.scalar(select(func.count()).select_from(Study).where(Study.study_instance_uid == uid)) or 0,
+                s.scalar(select(func.count()).select_from(WorklistStudy).where(
+                    WorklistStudy.study_instance_uid == uid)) or 0,
+            )
+
+    ds = make_ct(patient_id="WL-atomic")
+    uid = str(ds.StudyInstanceUID)
+    ds.save_as(tmp_path / "a.dcm", enforce_file_format=True)
+
+    def fail_after_the_worklist(cur: Any, parsed: Any, now: datetime) -> None:
+        raise RuntimeError("the index transaction fails after the worklist's rows were written")
+
+    wl.ingest.on_new_study(fail_after_the_worklist)
+    try:
+        res = wl.ingest.ingest_file(tmp_path / "a.dcm")
+    finally:
+        wl.ingest._new_study_hooks.remove(fail_after_the_worklist)
+    assert res.outcome is Outcome.REFUSED and "RuntimeError" in res.message
+    assert study_rows(uid) == (0, 0)  # rolled back together
+    assert event_types(wl, uid) == []
+
+    assert wl.ingest.ingest_file(tmp_path / "a.dcm").ok  # the sender tries again
+    assert study_rows(uid) == (1, 1)
+    assert event_types(wl, uid) == ["study-added"]
+    listener = service.listener_for(wl)
+    assert listener is not None and listener.flush_touched() == 0  # the first instance is no update
+
+    # A row that outlived its study (no study row) is kept, not duplicated, and ingest goes on.
+    orphan = make_ct(patient_id="WL-orphan")
+    with wl.db.session() as s:
+        s.add(WorklistStudy(study_instance_uid=str(orphan.StudyInstanceUID), priority_level=0, priority_score=0.0,
+                            priority_reason="Routine", status="read", arrived_at=datetime.now(UTC),
+                            updated_at=datetime.now(UTC)))
+        s.commit()
+    orphan.save_as(tmp_path / "orphan.dcm", enforce_file_format=True)
+    assert wl.ingest.ingest_file(tmp_path / "orphan.dcm").ok
+    assert study_rows(str(orphan.StudyInstanceUID)) == (1, 1)
+    assert row(wl, str(orphan.StudyInstanceUID)).status == "read"
 
 
 def test_ai_urgency_orders_studies_raises_one_alert_and_a_rejection_drops_it(wl: Archive, tmp_path: Path) -> None:

@@ -87,11 +87,20 @@ class Authenticator:
     def recent_basic(self, username: str, password: str) -> User | None:
         """The user, without any database access, if these credentials were verified (and the user's row
         read) less than ``recheck_seconds`` ago; None means: call :meth:`check_basic`."""
+        hit = self._recent(username, password)
+        return None if hit is None else hit.user()
+
+    def recently_verified(self, username: str, password: str) -> bool:
+        """:meth:`recent_basic` is not None, without building the User (for the STOW-RS fast path,
+        which needs no more than that)."""
+        return self._recent(username, password) is not None
+
+    def _recent(self, username: str, password: str) -> _Verified | None:
         with self._lock:
             hit = self._cache.get(self._cache_key(username, password))
         if hit is None or hit.recheck <= time.monotonic():
             return None
-        return hit.user()
+        return hit
 
     def check_basic(self, session: Session, username: str, password: str) -> User | None:
         key = self._cache_key(username, password)

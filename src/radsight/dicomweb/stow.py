@@ -329,7 +329,7 @@ class StowFastPath:
     requests whose handling here is exactly the FastAPI route's:
 
     - ``POST /dicomweb/studies`` and ``POST /dicomweb/studies/{study}``;
-    - Basic credentials verified less than a second ago (``Authenticator.recent_basic``, the
+    - Basic credentials verified less than a second ago (``Authenticator.recently_verified``, the
       check the route's own dependency makes first); any other authentication, a wrong
       password included, goes to the route, which gives the proper 401;
     - no ``Origin`` header: cross-origin requests get the CORS middleware's headers there;
@@ -350,11 +350,11 @@ class StowFastPath:
         request = Request(scope, receive)
         archive: Archive = self.app.state.archive
         scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-        user = None
+        verified = False
         if scheme.lower() == "basic" and credentials:
             with contextlib.suppress(HTTPException):
-                user = self.app.state.authenticator.recent_basic(*basic_credentials(credentials))
-        if user is None or str(request.base_url) not in _ROOTS:
+                verified = self.app.state.authenticator.recently_verified(*basic_credentials(credentials))
+        if not verified or str(request.base_url) not in _ROOTS:
             await self.app(scope, receive, send)
             return
         try:

@@ -81,6 +81,8 @@ _int = values.integer
 
 
 Listener = Callable[[StoredEvent], Any]
+# (DBAPI cursor in the index transaction, the instance that starts the study, its time)
+NewStudyHook = Callable[[Any, ParsedInstance, datetime], None]
 
 
 class IngestService:
@@ -89,10 +91,11 @@ class IngestService:
         self.storage = storage
         self.settings = settings
         self._listeners: list[Listener] = []
+        self._new_study_hooks: list[NewStudyHook] = []
         self._commits = _GroupCommit(self._commit_batch)
         dialect = db.engine.dialect
         self._sql = _statements_for(dialect)
-        # The index writes run on the DBAPI cursor (see _Sql): its IntegrityError is the
+        # The index writes run on the DBAPI cursor (see CompiledStatement): its IntegrityError is the
         # driver's own, next to SQLAlchemy's (raised by the ORM paths that share a database).
         self._integrity_errors: tuple[type[BaseException], ...] = (IntegrityError, dialect.loaded_dbapi.IntegrityError)
 
@@ -100,6 +103,13 @@ class IngestService:
     def subscribe(self, listener: Listener) -> None:
         """Call ``listener`` after each stored instance; its errors are logged, never raised."""
         self._listeners.append(listener)
+
+    def on_new_study(self, hook: NewStudyHook) -> None:
+        """Call ``hook(cursor, parsed, now)`` inside the index transaction that creates a study,
+        so that rows it writes on the cursor (the worklist's) commit or roll back with the
+        study's. It runs on the ingest path: keep it to a few statements
+        (:class:`CompiledStatement`); its exceptions fail the instance's transaction."""
+        self._new_study_hooks.append(hook)
 
     def _notify(self, event: StoredEvent) -> None:
         for listener in self._listeners:
@@ -328,7 +338,7 @@ class IngestService:
     def _index_rows(
         self, cur: Any, p: ParsedInstance, key: str, *, source: str, calling_ae: str, overwrite: bool
     ) -> object:
-        # Statements compiled once per dialect and run on the DBAPI cursor (see _Sql): this
+        # Statements compiled once per dialect and run on the DBAPI cursor (see CompiledStatement): this
         # runs once per received instance. A new series (and study) is inserted with its
         # counters already set, so the common cases need few statements: 7 for an instance
         # that starts a study, 5 for the next ones of a series.
@@ -385,6 +395,8 @@ class IngestService:
                 "updated_at": now,
             })[0]
             study_counted = True
+            for hook in self._new_study_hooks:
+                hook(cur, p, now)
         else:
             study_pk, study_modalities = study
             study_counted = False
@@ -444,16 +456,19 @@ class IngestService:
         return None
 
 
-class _Sql:
+class CompiledStatement:
     """One statement compiled by SQLAlchemy for one dialect, executed on the DBAPI cursor.
 
-    The ingest path runs 5-7 index statements per received instance. Executing them through
+    The ingest path runs 5-7 index statements per received instance (and the worklist's
+    two rows for a new study, see :meth:`IngestService.on_new_study`). Executing them through
     SQLAlchemy's ``Connection.execute`` cost ~50 us of Python each (execution context, result
     object, events) on top of the driver's own ~10 us, and ``engine.begin()`` as much again
     per transaction; SQLAlchemy still writes the SQL (one string per dialect, made here
     once) and converts the values with each column type's bind processor, so the rows are
-    exactly what its own execution would write and read back. Nothing else here does this:
-    every other path uses SQLAlchemy (ORM or Core) as usual.
+    exactly what its own execution would write and read back. Only the statements of the
+    ingest transaction are run so: every other path uses SQLAlchemy (ORM or Core) as usual.
+    Every column a statement writes must be bound explicitly: SQLAlchemy's Python-side
+    column defaults are not applied here.
     """
 
     __slots__ = ("_fixed", "_names", "_positional", "_processors", "text")
@@ -495,10 +510,10 @@ class _Statements:
     def __init__(self, dialect: Dialect) -> None:
         pt, st, se, it = (cast(Table, m.__table__) for m in (Patient, Study, Series, Instance))
 
-        def sql(statement: ClauseElement) -> _Sql:
-            return _Sql(statement, dialect)
+        def sql(statement: ClauseElement) -> CompiledStatement:
+            return CompiledStatement(statement, dialect)
 
-        def insert(table: Table, *, returning: bool = True) -> _Sql:
+        def insert(table: Table, *, returning: bool = True) -> CompiledStatement:
             # Every column but the key named explicitly; RETURNING the new key (SQLite >= 3.35,
             # PostgreSQL), so both drivers give it the same way.
             columns = [c.name for c in table.c if c.name != "id"]

@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Engine, Table, and_, exists, insert, or_, select, update
+from sqlalchemy import Dialect, Engine, Table, and_, bindparam, exists, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from radsight.ai.jobs import aware
-from radsight.index.models import AIFinding, AIJob, AIModel, Instance, Study, WorklistStudy
+from radsight.index.models import AIFinding, AIJob, AIModel, Instance, Study, WorklistEvent, WorklistStudy
+from radsight.ingest.service import CompiledStatement
 from radsight.worklist import alerts, events
 from radsight.worklist.priority import (
     CRITICAL,
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
     from radsight.archive import Archive
+    from radsight.ingest.parse import ParsedInstance
     from radsight.ingest.service import StoredEvent
 
 log = logging.getLogger(__name__)
@@ -110,11 +112,16 @@ class IngestListener:
         self._known: OrderedDict[str, None] = OrderedDict()
         self._memory = memory
         self._touched: set[str] = set()
+        self._added: set[str] = set()
         self._lock = threading.Lock()
 
     def __call__(self, event: StoredEvent) -> None:
         uid = event.result.study_instance_uid
         with self._lock:
+            if uid in self._added:  # its row was written with the study's (new_study_rows)
+                self._added.discard(uid)
+                self._remember(uid)
+                return
             if uid in self._known:
                 self._known.move_to_end(uid)
                 self._touched.add(uid)
@@ -127,11 +134,49 @@ class IngestListener:
             dataset=event.dataset,
         )
         with self._lock:
-            self._known[uid] = None
-            if len(self._known) > self._memory:
-                self._known.popitem(last=False)
+            self._remember(uid)
             if not created:
                 self._touched.add(uid)
+
+    def _remember(self, uid: str) -> None:
+        self._known[uid] = None
+        if len(self._known) > self._memory:
+            self._known.popitem(last=False)
+
+    def new_study_rows(self, cur: Any, parsed: ParsedInstance, now: datetime) -> None:
+        """The worklist row and ``study-added`` event of a study the ingest transaction creates
+        (``IngestService.on_new_study``): they commit with the study, or neither does.
+
+        Runs in that transaction, on its DBAPI cursor, with statements compiled once
+        (:class:`~radsight.ingest.service.CompiledStatement`): before, ``ensure_study`` wrote
+        them after the instance's commit, in a transaction (and a log fsync) of their own.
+        """
+        q = _new_study_statements(self.archive.db.engine.dialect)
+        uid = parsed.study_instance_uid
+        if q.exists.first(cur, {"uid": uid}) is not None:  # a row outlived its study
+            return
+        order = order_priority_of(parsed.dataset)
+        p = compute(order_priority=order, ai=None, arrived_at=now, now=now, rules=rules_for_archive(self.archive))
+        q.insert_row.run(cur, {
+            **_EMPTY_ROW,
+            "study_instance_uid": uid,
+            "order_priority": order,
+            "order_priority_source": "dicom" if order else "",
+            "priority_level": p.level,
+            "priority_score": p.score,
+            "priority_reason": p.reason,
+            "arrived_at": now,
+            "updated_at": now,
+        })
+        q.insert_event.run(cur, {
+            "type": events.STUDY_ADDED, "study_instance_uid": uid, "payload_json": "{}", "created_at": now,
+        })
+        with self._lock:
+            # If the transaction rolls back, the study does not exist either, and the next
+            # instance of it runs this again; the mark only spares the listener a query.
+            self._added.add(uid)
+            if len(self._added) > self._memory:
+                self._added.clear()
 
     def flush_touched(self) -> int:
         """Append ``study-updated`` for the studies that received instances since the last flush."""
@@ -156,6 +201,7 @@ def attach(archive: Archive) -> IngestListener:
     listener = _listeners.get(archive.ingest)
     if listener is None:
         listener = IngestListener(archive)
+        archive.ingest.on_new_study(listener.new_study_rows)
         archive.ingest.subscribe(listener)
         _listeners[archive.ingest] = listener
         backfill(archive)
@@ -288,6 +334,38 @@ def ensure_study(
     except IntegrityError:  # another thread or process inserted it first
         return False
     return True
+
+
+# A new worklist row: every column bound (CompiledStatement applies no column defaults).
+_EMPTY_ROW: dict[str, Any] = {
+    "order_priority": None, "order_priority_source": "", "ai_level": None, "ai_score": None, "ai_reason": "",
+    "ai_model": "", "ai_model_version": "", "ai_label": "", "priority_level": 0, "priority_score": 0.0,
+    "priority_reason": "", "status": UNREAD, "claimed_by": None, "claimed_at": None, "claim_expires_at": None,
+    "signed_by": None, "signed_at": None, "ai_result_at": None, "alerted_at": None, "first_opened_at": None,
+}
+
+
+class _NewStudyStatements:
+    def __init__(self, dialect: Dialect) -> None:
+        wl, ev = (cast(Table, m.__table__) for m in (WorklistStudy, WorklistEvent))
+        self.exists = CompiledStatement(select(wl.c.id).where(wl.c.study_instance_uid == bindparam("uid")), dialect)
+        self.insert_row = CompiledStatement(
+            wl.insert().values({c.name: bindparam(c.name) for c in wl.c if c.name != "id"}), dialect
+        )
+        self.insert_event = CompiledStatement(
+            ev.insert().values({c.name: bindparam(c.name) for c in ev.c if c.name != "id"}), dialect
+        )
+
+
+_NEW_STUDY_STATEMENTS: dict[str, _NewStudyStatements] = {}
+
+
+def _new_study_statements(dialect: Dialect) -> _NewStudyStatements:
+    key = f"{dialect.name}+{dialect.driver}:{dialect.paramstyle}"
+    found = _NEW_STUDY_STATEMENTS.get(key)
+    if found is None:  # a race only compiles twice
+        found = _NEW_STUDY_STATEMENTS[key] = _NewStudyStatements(dialect)
+    return found
 
 
 def rules_for_archive(archive: Archive) -> Rules:
