@@ -23,6 +23,7 @@ from radsight.ai.routing import (
     models_for_series,
     parse_rules,
     replace_stored_rules,
+    route_series,
     series_facts,
     stored_rules,
 )
@@ -67,7 +68,10 @@ def store_series(
 
 
 def names(archive: Archive, series_uid: str) -> list[str]:
-    return [m.name for m in models_for_series(archive, series_facts(archive, series_uid))]
+    chosen = [m.name for m in models_for_series(archive, series_facts(archive, series_uid))]
+    # The stability path's shortcut (route_series) chooses exactly the same models.
+    assert [m.name for m in route_series(archive, series_uid)] == chosen
+    return chosen
 
 
 @pytest.fixture
@@ -88,6 +92,25 @@ def test_series_facts_from_index_and_header(archive: Archive, tmp_path: Path) ->
     assert f.slices == 12
     with pytest.raises(LookupError, match="not in the archive"):
         series_facts(archive, "1.2.3.4.5.404")
+
+
+def test_route_series_reads_a_header_only_for_image_type_rules(
+    models: Archive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import radsight.ai.routing as routing_module
+
+    reads: list[str] = []
+    real = routing_module._image_type
+    monkeypatch.setattr(routing_module, "_image_type", lambda a, key: reads.append(key) or real(a, key))
+    dx = store_series(models, tmp_path, modality="DX", n=1, image_type=("DERIVED", "SECONDARY"))
+    assert [m.name for m in route_series(models, dx)] == ["cxr"]
+    assert reads == []
+    with models.db.session() as s:
+        replace_stored_rules(s, [RoutingRule(model="cxr", image_type_contains=["ORIGINAL"])])
+    assert route_series(models, dx) == []
+    assert len(reads) == 1
+    with pytest.raises(LookupError):
+        route_series(models, "1.2.3.4.5.404")
 
 
 def test_default_rules_from_the_package_input_spec(models: Archive, tmp_path: Path) -> None:

@@ -196,31 +196,39 @@ def replace_stored_rules(session: Session, rules: list[RoutingRule]) -> None:
     session.commit()
 
 
-def series_facts(archive: Archive, series_instance_uid: str) -> SeriesFacts:
-    """Facts about a stored series; LookupError if it is not in the index."""
-    with archive.db.session() as s:
-        series = s.scalars(select(Series).where(Series.series_instance_uid == series_instance_uid)).one_or_none()
+def series_facts(archive: Archive, series_instance_uid: str, *, image_type: bool = True) -> SeriesFacts:
+    """Facts about a stored series; LookupError if it is not in the index.
+
+    ``image_type=False`` leaves ``image_type`` empty: it is not in the index, so it costs a
+    read of one stored header, which only rules with ``image_type_contains`` need.
+    """
+    se, it = Series.__table__, Instance.__table__
+    with archive.db.engine.connect() as c:
+        series = c.execute(
+            select(se.c.id, se.c.modality, se.c.body_part_examined, se.c.series_description,
+                   se.c.number_of_instances).where(se.c.series_instance_uid == series_instance_uid)
+        ).first()
         if series is None:
             raise LookupError(f"series {series_instance_uid} is not in the archive")
-        first = s.scalars(
-            select(Instance)
-            .where(Instance.series_pk == series.id)
-            .order_by(Instance.instance_number.is_(None), Instance.instance_number, Instance.id)
+        first = c.execute(
+            select(it.c.rows, it.c.columns, it.c.number_of_frames, it.c.sop_class_uid, it.c.storage_key)
+            .where(it.c.series_pk == series.id)
+            .order_by(it.c.instance_number.is_(None), it.c.instance_number, it.c.id)
             .limit(1)
-        ).one_or_none()
-        facts = SeriesFacts(
-            modality=series.modality,
-            body_part_examined=series.body_part_examined,
-            series_description=series.series_description,
-            number_of_instances=series.number_of_instances,
-        )
-        if first is None:
-            return facts
-        facts.rows, facts.columns = first.rows, first.columns
-        facts.number_of_frames = first.number_of_frames
-        facts.sop_class_uid = first.sop_class_uid
-        key = first.storage_key
-    facts.image_type = _image_type(archive, key)
+        ).first()
+    facts = SeriesFacts(
+        modality=series.modality,
+        body_part_examined=series.body_part_examined,
+        series_description=series.series_description,
+        number_of_instances=series.number_of_instances,
+    )
+    if first is None:
+        return facts
+    facts.rows, facts.columns = first.rows, first.columns
+    facts.number_of_frames = first.number_of_frames
+    facts.sop_class_uid = first.sop_class_uid
+    if image_type:
+        facts.image_type = _image_type(archive, first.storage_key)
     return facts
 
 
@@ -275,13 +283,38 @@ def all_rules(archive: Archive, session: Session) -> list[RoutingRule]:
     return settings_rules(archive.settings) + stored_rules(session)
 
 
+def _routing_table(archive: Archive) -> tuple[list[AIModel], list[RoutingRule]]:
+    """The enabled models, by name, and every routing rule."""
+    with archive.db.session() as s:
+        models = list(s.scalars(select(AIModel).where(AIModel.enabled.is_(True)).order_by(AIModel.name)))
+        rules = all_rules(archive, s)
+    return models, rules
+
+
 def models_for_series(archive: Archive, facts: SeriesFacts) -> list[AIModel]:
     """The enabled models to run on a series with these facts, by name."""
     if is_ai_result(facts):
         return []
-    with archive.db.session() as s:
-        models = list(s.scalars(select(AIModel).where(AIModel.enabled.is_(True)).order_by(AIModel.name)))
-        rules = all_rules(archive, s)
+    return _choose(*_routing_table(archive), facts)
+
+
+def route_series(archive: Archive, series_instance_uid: str) -> list[AIModel]:
+    """``models_for_series(series_facts(...))`` for a stored series, reading its stored header
+    only where an enabled rule looks at ImageType (this runs for every series that turns
+    stable). LookupError if the series is not in the index."""
+    models, rules = _routing_table(archive)
+    if not models:
+        series_facts(archive, series_instance_uid, image_type=False)  # still: LookupError if absent
+        return []
+    wanted = {m.name for m in models}
+    needs_image_type = any(r.enabled and r.image_type_contains and r.model in wanted for r in rules)
+    facts = series_facts(archive, series_instance_uid, image_type=needs_image_type)
+    if is_ai_result(facts):
+        return []
+    return _choose(models, rules, facts)
+
+
+def _choose(models: list[AIModel], rules: list[RoutingRule], facts: SeriesFacts) -> list[AIModel]:
     by_model: dict[str, list[RoutingRule]] = {}
     for r in rules:
         by_model.setdefault(r.model, []).append(r)

@@ -55,10 +55,9 @@ def queue_models_for_series(
     from radsight.ai import routing
 
     try:
-        facts = routing.series_facts(archive, series_instance_uid)
+        models = routing.route_series(archive, series_instance_uid)
     except LookupError:
         return []
-    models = routing.models_for_series(archive, facts)
     if not models:
         return []
     with archive.db.session() as s:
