@@ -24,8 +24,11 @@ request fails (malformed framing, too large) stay stored.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
@@ -34,7 +37,6 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
-from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from radsight.api.deps import ArchiveDep, basic_credentials
@@ -152,6 +154,17 @@ class _PartWriter:
 def _media_type(value: str) -> tuple[str, dict[str, str]]:
     main, params = parse_options_header(value)
     return main.decode("latin-1"), {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in params.items()}
+
+
+# The parts' ingest (parse, fsync, commit: blocking) runs on these threads. asyncio's own
+# executor rather than Starlette's run_in_threadpool (anyio): ~60 instead of ~95 us of CPU
+# per hand-over, once per received instance. Eight threads: enough for the group commit to
+# batch concurrent requests' instances, and a bound on how many parts are ingested at once.
+_INGEST_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="stow-ingest")
+
+
+async def _in_ingest_thread(fn: Callable[..., IngestResult], *args: Any) -> IngestResult:
+    return await asyncio.get_running_loop().run_in_executor(_INGEST_THREADS, fn, *args)
 
 
 def _ingest_part(archive: Archive, part: bytes | Path, media_type: str, study: str | None) -> IngestResult:
@@ -291,7 +304,7 @@ async def _receive(request: Request, archive: Archive, study: str | None) -> lis
                     raise _BadRequest(status.HTTP_400_BAD_REQUEST, f"malformed multipart body: {exc}") from exc
             while writer.finished:
                 part, media_type = writer.finished.pop(0)
-                results.append(await run_in_threadpool(_ingest_part, archive, part, media_type, study))
+                results.append(await _in_ingest_thread(_ingest_part, archive, part, media_type, study))
         if parser is None:
             writer.part_end()
         elif parser.state != MultipartState.END:
@@ -302,7 +315,7 @@ async def _receive(request: Request, archive: Archive, study: str | None) -> lis
             )
         while writer.finished:
             part, media_type = writer.finished.pop(0)
-            results.append(await run_in_threadpool(_ingest_part, archive, part, media_type, study))
+            results.append(await _in_ingest_thread(_ingest_part, archive, part, media_type, study))
     finally:
         writer.discard()
     if not results:
