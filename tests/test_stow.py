@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -114,6 +117,43 @@ def test_one_garbage_part_gives_202_and_the_others_are_stored(server: RunningSer
     assert ds.RetrieveURL == f"{server.dicomweb}/studies/{good[0].StudyInstanceUID}"
     for d, body in zip(good, bodies, strict=True):
         assert stored_bytes(server, d.SOPInstanceUID) == body  # stored as received
+
+
+def test_parts_of_one_request_are_ingested_together_and_answered_in_order(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from radsight.dicomweb.stow import PARTS_IN_FLIGHT
+
+    ingest = server.archive.ingest
+    real = ingest.ingest_bytes
+    lock = threading.Lock()
+    running, most = [0], [0]
+
+    def slow_ingest(data: bytes, **kw: Any) -> Any:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.05)  # long enough for the next parts to be handed over meanwhile
+            return real(data, **kw)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(ingest, "ingest_bytes", slow_ingest)
+    study = generate_uid()
+    good = [make_ct(study_uid=study, instance_number=i) for i in range(8)]
+    bodies = [encode(ds) for ds in good]
+    parts = [*bodies[:2], b"garbage one", *bodies[2:5], b"garbage two", *bodies[5:]]
+    with server.client() as c:
+        r = c.post("/dicomweb/studies", content=multipart(parts), headers={"Content-Type": MULTIPART})
+    assert r.status_code == 202, r.text
+    ds = pydicom.Dataset.from_json(r.json())
+    assert [i.ReferencedSOPInstanceUID for i in ds.ReferencedSOPSequence] == [d.SOPInstanceUID for d in good]
+    assert len(ds.FailedSOPSequence) == 2
+    assert 2 <= most[0] <= PARTS_IN_FLIGHT
+    for d, body in zip(good, bodies, strict=True):
+        assert stored_bytes(server, d.SOPInstanceUID) == body
 
 
 def test_all_parts_failing_gives_409(server: RunningServer) -> None:

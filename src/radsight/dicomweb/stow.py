@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 DICOM_JSON = "application/dicom+json"
 FAILURE_TEXT_CREATOR = "RADSIGHT"
@@ -163,8 +166,19 @@ def _media_type(value: str) -> tuple[str, dict[str, str]]:
 _INGEST_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="stow-ingest")
 
 
-async def _in_ingest_thread(fn: Callable[..., IngestResult], *args: Any) -> IngestResult:
-    return await asyncio.get_running_loop().run_in_executor(_INGEST_THREADS, fn, *args)
+# Parts of one request ingested at once (in order of arrival, answered in the parts' order):
+# a batch of instances in one request then shares index commits (group commit) and overlaps
+# its fsyncs instead of waiting for them one part after the other.
+PARTS_IN_FLIGHT = 4
+
+
+def _in_ingest_thread(fn: Callable[..., IngestResult], *args: Any) -> asyncio.Future[IngestResult]:
+    return asyncio.get_running_loop().run_in_executor(_INGEST_THREADS, fn, *args)
+
+
+def _log_unexpected(future: asyncio.Future[IngestResult]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("ingest of a part of an abandoned STOW-RS request failed", exc_info=future.exception())
 
 
 def _ingest_part(archive: Archive, part: bytes | Path, media_type: str, study: str | None) -> IngestResult:
@@ -282,6 +296,22 @@ async def _receive(request: Request, archive: Archive, study: str | None) -> lis
 
     writer = _PartWriter(archive)
     results: list[IngestResult] = []
+    # Parts being ingested while the next ones are received, oldest first (results keep the
+    # parts' order). Bounded: at most PARTS_IN_FLIGHT parts of a request are held (in memory or
+    # spool files) waiting for the ingest threads.
+    in_flight: deque[asyncio.Future[IngestResult]] = deque()
+
+    async def hand_over_finished() -> None:
+        while writer.finished:
+            part, media_type = writer.finished.pop(0)
+            in_flight.append(_in_ingest_thread(_ingest_part, archive, part, media_type, study))
+            if len(in_flight) >= PARTS_IN_FLIGHT:
+                results.append(await in_flight.popleft())
+
+    async def collect() -> None:
+        while in_flight:
+            results.append(await in_flight.popleft())
+
     parser = MultipartParser(boundary, writer.callbacks()) if boundary else None
     if parser is None:  # a single application/dicom body is one part
         writer.part_begin()
@@ -291,6 +321,7 @@ async def _receive(request: Request, archive: Archive, study: str | None) -> lis
         async for chunk in request.stream():
             received += len(chunk)
             if received > limit:
+                await collect()
                 raise _BadRequest(
                     status.HTTP_413_CONTENT_TOO_LARGE,
                     f"body exceeds {limit} bytes; {len(results)} instance(s) received before were kept",
@@ -301,22 +332,25 @@ async def _receive(request: Request, archive: Archive, study: str | None) -> lis
                 try:
                     parser.write(chunk)
                 except MultipartParseError as exc:
+                    await collect()
                     raise _BadRequest(status.HTTP_400_BAD_REQUEST, f"malformed multipart body: {exc}") from exc
-            while writer.finished:
-                part, media_type = writer.finished.pop(0)
-                results.append(await _in_ingest_thread(_ingest_part, archive, part, media_type, study))
+            await hand_over_finished()
         if parser is None:
             writer.part_end()
         elif parser.state != MultipartState.END:
+            await collect()
             raise _BadRequest(
                 status.HTTP_400_BAD_REQUEST,
                 "malformed multipart body: it ends without the closing boundary "
                 f"(--{boundary}--); {len(results)} complete part(s) before it were processed",
             )
-        while writer.finished:
-            part, media_type = writer.finished.pop(0)
-            results.append(await _in_ingest_thread(_ingest_part, archive, part, media_type, study))
+        await hand_over_finished()
+        await collect()
     finally:
+        # A client gone mid-body: the parts already handed over are still ingested (each
+        # removes its own spool file); their results have no one to go to.
+        for future in in_flight:
+            future.add_done_callback(_log_unexpected)
         writer.discard()
     if not results:
         raise _BadRequest(status.HTTP_400_BAD_REQUEST, "the body holds no parts")
