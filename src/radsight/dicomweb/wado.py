@@ -20,7 +20,7 @@ from typing import Annotated, Any, BinaryIO, cast
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from pydicom.uid import ExplicitVRLittleEndian
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 
 from radsight.api.deps import ArchiveDep
 from radsight.archive import Archive
@@ -100,19 +100,12 @@ class StoredInstance:
         return f"/studies/{self.study_uid}/series/{self.series_uid}/instances/{self.sop_instance_uid}"
 
 
-def find_instances(
-    archive: Archive,
-    study: str,
-    series: str | None = None,
-    instance: str | None = None,
-    *,
-    with_metadata: bool = False,
-) -> list[StoredInstance]:
-    """The stored instances of a study / series / instance, in series and instance number order.
-
-    404 when nothing matches, including UIDs that exist but do not belong together.
-    """
-    columns = [
+@functools.cache
+def _find_statement(by_series: bool, by_instance: bool, with_metadata: bool) -> Select[Any]:
+    """find_instances' query, built once per shape with bound parameters: building it for every
+    request (SQLAlchemy's expression objects) was ~20% of the server's time per WADO-RS
+    retrieval of a 20-instance series."""
+    columns: list[Any] = [
         Instance.id,
         Study.study_instance_uid,
         Series.series_instance_uid,
@@ -133,20 +126,40 @@ def find_instances(
         select(*columns)
         .join(Series, Instance.series_pk == Series.id)
         .join(Study, Series.study_pk == Study.id)
-        .where(Study.study_instance_uid == study)
+        .where(Study.study_instance_uid == bindparam("study"))
     )
-    if series is not None:
-        query = query.where(Series.series_instance_uid == series)
-    if instance is not None:
-        query = query.where(Instance.sop_instance_uid == instance)
-    query = query.order_by(
+    if by_series:
+        query = query.where(Series.series_instance_uid == bindparam("series"))
+    if by_instance:
+        query = query.where(Instance.sop_instance_uid == bindparam("instance"))
+    return query.order_by(
         Series.series_number.asc().nulls_last(),
         Series.id,
         Instance.instance_number.asc().nulls_last(),
         Instance.id,
     )
-    with archive.db.session() as s:
-        found = [StoredInstance(*cast(tuple[Any, ...], row)) for row in s.execute(query)]
+
+
+def find_instances(
+    archive: Archive,
+    study: str,
+    series: str | None = None,
+    instance: str | None = None,
+    *,
+    with_metadata: bool = False,
+) -> list[StoredInstance]:
+    """The stored instances of a study / series / instance, in series and instance number order.
+
+    404 when nothing matches, including UIDs that exist but do not belong together.
+    """
+    params = {"study": study}
+    if series is not None:
+        params["series"] = series
+    if instance is not None:
+        params["instance"] = instance
+    statement = _find_statement(series is not None, instance is not None, with_metadata)
+    with archive.db.engine.connect() as c:
+        found = [StoredInstance(*cast(tuple[Any, ...], row)) for row in c.execute(statement, params)]
     if not found:
         what = "instance" if instance else "series" if series else "study"
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no such {what} in this archive")
