@@ -28,6 +28,8 @@ from radsight.index.models import Instance
 from radsight.ingest.importer import import_paths
 from radsight.ingest.service import IngestResult, Outcome
 
+AS_STORED = {"Accept": "multipart/related; type=application/dicom; transfer-syntax=*"}
+
 if TYPE_CHECKING:
     from conftest import RunningServer
 
@@ -246,7 +248,7 @@ def test_retrieve_negotiation_and_errors(data: dict[str, Loaded], http: httpx.Cl
     assert r.status_code == 200
     assert parts(r)[0][1] == d.source.read_bytes()
     assert (
-        http.get(d.path, headers={"Accept": "multipart/related; type=application/dicom; transfer-syntax=*"}).status_code
+        http.get(d.path, headers=AS_STORED).status_code
         == 200
     )
     assert http.get(d.path, headers={"Accept": "image/png"}).status_code == 406
@@ -600,3 +602,31 @@ def test_bad_input_is_never_a_server_error(server: RunningServer, data: dict[str
     meta = http.get(f"{sr.path}/metadata").json()[0]
     assert "7FE00010" not in meta and meta["00080060"]["Value"] == ["SR"]
     assert pydicom.dcmread(io.BytesIO(parts(http.get(sr.path))[0][1])).Modality == "SR"
+
+
+@pytest.mark.parametrize("whole", [True, False], ids=["answered-whole", "streamed"])
+def test_a_missing_stored_object_is_a_404_naming_its_instance(
+    server: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, whole: bool
+) -> None:
+    if not whole:  # every body streams
+        import radsight.dicomweb.wado as wado
+
+        monkeypatch.setattr(wado, "CHUNK_BYTES", 0)
+    study, series = generate_uid(), generate_uid()
+    stored = []
+    for i in (1, 2):
+        ds = make_ct(study_uid=study, series_uid=series, instance_number=i)
+        path = tmp_path / f"{i}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        assert server.archive.ingest.ingest_file(path).ok
+        stored.append(str(ds.SOPInstanceUID))
+    with server.client() as http:
+        ok = http.get(f"/dicomweb/studies/{study}/series/{series}", headers=AS_STORED)
+        assert ok.status_code == 200 and ok.content.count(b"Content-Type: application/dicom") == 2
+        with server.archive.db.session() as s:
+            key = s.scalar(select(Instance.storage_key).where(Instance.sop_instance_uid == stored[1]))
+        assert key is not None
+        server.archive.storage.delete(key)
+        r = http.get(f"/dicomweb/studies/{study}/series/{series}", headers=AS_STORED)
+    assert r.status_code == 404
+    assert stored[1] in r.json()["detail"]

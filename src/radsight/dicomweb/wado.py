@@ -36,6 +36,7 @@ from radsight.imaging.frames import (
 from radsight.imaging.render import MAX_VIEWPORT, MEDIA_TYPES, RenderError, RenderOptions, Window, render
 from radsight.imaging.transcode import to_explicit_little
 from radsight.index.models import Instance, Series, Study
+from radsight.storage.base import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -274,11 +275,6 @@ def retrieve_response(archive: Archive, request: Request, instances: list[Stored
         content_type = f"application/dicom; transfer-syntax={syntax}"
         location = base + inst.path
         if syntax == inst.transfer_syntax_uid:
-            if not archive.storage.exists(inst.storage_key):
-                # Say so before streaming starts, rather than cutting the response short.
-                raise HTTPException(
-                    status.HTTP_404_NOT_FOUND, f"the stored object of {inst.sop_instance_uid} is missing"
-                )
             parts.append(Part(content_type, location, storage_key=inst.storage_key, size=inst.file_size))
             continue
         path = local_path(archive, inst)
@@ -297,11 +293,26 @@ def retrieve_response(archive: Archive, request: Request, instances: list[Stored
         # the endpoint's thread, and answered whole: streaming it cost a thread hand-over per
         # write and the streaming response's disconnect watcher, ~10% of the server's time per
         # retrieval of a 3 MB series. The stream writes such a body in one piece anyway.
-        chunks = list(writer.stream(parts, _open_key(archive)))
+        try:
+            chunks = list(writer.stream(parts, _open_key(archive)))
+        except StorageError as exc:
+            raise _missing(instances, exc) from exc
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)  # one buffer, not copied again
         return Response(body, media_type=writer.content_type)
+    for part, inst in zip(parts, instances, strict=True):
+        if part.storage_key is not None and not archive.storage.exists(part.storage_key):
+            # Say so before streaming starts, rather than cutting the response short.
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"the stored object of {inst.sop_instance_uid} is missing")
     headers = {"Content-Length": str(length)} if length is not None else {}
     return StreamingResponse(writer.stream(parts, _open_key(archive)), media_type=writer.content_type, headers=headers)
+
+
+def _missing(instances: list[StoredInstance], exc: StorageError) -> HTTPException:
+    """404 naming the instance whose stored object could not be opened."""
+    for inst in instances:
+        if inst.storage_key in str(exc):
+            return HTTPException(status.HTTP_404_NOT_FOUND, f"the stored object of {inst.sop_instance_uid} is missing")
+    return HTTPException(status.HTTP_404_NOT_FOUND, str(exc))
 
 
 def _transcode(path: Path, dcmtk: bool) -> bytes:
