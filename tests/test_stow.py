@@ -440,3 +440,23 @@ def test_stow_fast_path_answers_as_the_fastapi_route(server: RunningServer) -> N
                 answers.append(_normalised(r, uids))
             assert answers[0] == answers[1], kind
             assert answers[0][0] in (200, 202, 400, 401, 409, 415), kind
+
+
+def test_retrieve_urls_follow_the_host_the_client_named_on_both_paths(server: RunningServer) -> None:
+    """The service root is cached per base URL (scheme, Host, server, root path), never shared."""
+    assert server.asgi is not None
+    with server.client() as c:
+        c.get("/dicomweb/studies", params={"limit": 1})
+        roots = []
+        for host in ("archive.example:9999", "archive.example:9999", None, "other.example"):
+            ds = make_ct()
+            headers = {"Content-Type": MULTIPART, **({"Host": host} if host else {})}
+            before = server.asgi.answered
+            r = c.post("/dicomweb/studies", content=multipart([encode(ds)]), headers=headers)
+            assert r.status_code == 200, r.text
+            url = pydicom.Dataset.from_json(r.json()).RetrieveURL
+            roots.append((url.rsplit("/studies/", 1)[0], server.asgi.answered - before))
+    assert roots[0] == ("http://archive.example:9999/dicomweb", 0)  # a new base URL: the route answers
+    assert roots[1] == ("http://archive.example:9999/dicomweb", 1)  # then the fast path, same root
+    assert roots[2][0] == server.dicomweb
+    assert roots[3][0] == "http://other.example/dicomweb"

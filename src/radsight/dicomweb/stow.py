@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections import deque
@@ -154,7 +155,10 @@ class _PartWriter:
         self._fh = self._path = None
 
 
+@functools.lru_cache(maxsize=256)
 def _media_type(value: str) -> tuple[str, dict[str, str]]:
+    """(type, parameters) of a Content-Type value; cached: clients repeat theirs (callers must
+    not change the dict)."""
     main, params = parse_options_header(value)
     return main.decode("latin-1"), {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in params.items()}
 
@@ -201,19 +205,26 @@ def _ingest_part(archive: Archive, part: bytes | Path, media_type: str, study: s
                 os.unlink(part)
 
 
+def _root_key(scope: Scope) -> tuple[Any, ...]:
+    """What a request's base URL is made of (Starlette's ``Request.base_url``: scheme, Host
+    header, server address, application root path), without building the URL."""
+    host = next((value for name, value in scope["headers"] if name == b"host"), None)
+    return scope.get("scheme"), host, scope.get("server"), scope.get("app_root_path", scope.get("root_path", ""))
+
+
 def _service_root(request: Request) -> str:
     # url_for walks every route of the application; the root only changes with the base URL
     # (host, scheme, root path), so it is looked up once per base URL.
-    base = str(request.base_url)
-    root = _ROOTS.get(base)
+    key = _root_key(request.scope)
+    root = _ROOTS.get(key)
     if root is None:
         root = str(request.url_for("store_instances")).rsplit("/studies", 1)[0]
         if len(_ROOTS) < 64:  # Host headers are the client's: keep the cache bounded
-            _ROOTS[base] = root
+            _ROOTS[key] = root
     return root
 
 
-_ROOTS: dict[str, str] = {}
+_ROOTS: dict[tuple[Any, ...], str] = {}
 
 
 def _element(vr: str, *values: object) -> dict[str, Any]:
@@ -401,7 +412,7 @@ class StowFastPath:
         if scheme.lower() == "basic" and credentials:
             with contextlib.suppress(HTTPException):
                 verified = self.app.state.authenticator.recently_verified(*basic_credentials(credentials))
-        if not verified or str(request.base_url) not in _ROOTS:
+        if not verified or _root_key(scope) not in _ROOTS:
             await self.app(scope, receive, send)
             return
         try:
