@@ -102,7 +102,7 @@ class RunningServer:
     username: str = ADMIN_USER
     password: str = ADMIN_PASSWORD
     ai_engine: object | None = None
-    asgi: Any = None  # what uvicorn runs: the StowFastPath around the application
+    asgi: Any = None  # what uvicorn runs: the DicomWebFastPath around the application
 
     @property
     def dicomweb(self) -> str:
@@ -120,7 +120,7 @@ def start_server(
 
     from radsight.api.app import create_app
     from radsight.api.auth import add_user
-    from radsight.dicomweb.stow import StowFastPath
+    from radsight.dicomweb.fastpath import DicomWebFastPath
     from radsight.dimse.scp import DicomServer
 
     http_port, dicom_port = free_port(), free_port()
@@ -137,8 +137,8 @@ def start_server(
         engine.start()
     dicom = DicomServer(archive)
     dicom.start("127.0.0.1", dicom_port)
-    # As radsight serve runs it (server.uvicorn_config): STOW-RS on its fast path.
-    asgi = StowFastPath(create_app(archive))
+    # As radsight serve runs it (server.uvicorn_config): STOW-RS and WADO-RS on their fast path.
+    asgi = DicomWebFastPath(create_app(archive))
     config = uvicorn.Config(asgi, host="127.0.0.1", port=http_port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -381,7 +381,7 @@ def _normalised(r: httpx.Response, uids: dict[str, str]) -> tuple[int, object, s
 
 
 def test_stow_fast_path_answers_as_the_fastapi_route(server: RunningServer) -> None:
-    """radsight serve answers STOW-RS outside FastAPI (StowFastPath); a request with an Origin
+    """radsight serve answers STOW-RS outside FastAPI (DicomWebFastPath); a request with an Origin
     header goes through the FastAPI route (and its CORS middleware). The same requests, sent
     both ways with fresh UIDs, must get the same answers."""
     assert server.asgi is not None

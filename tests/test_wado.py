@@ -630,3 +630,42 @@ def test_a_missing_stored_object_is_a_404_naming_its_instance(
         r = http.get(f"/dicomweb/studies/{study}/series/{series}", headers=AS_STORED)
     assert r.status_code == 404
     assert stored[1] in r.json()["detail"]
+
+
+def test_wado_fast_path_answers_as_the_fastapi_route(
+    server: RunningServer, http: httpx.Client, data: dict[str, Loaded]
+) -> None:
+    """radsight serve answers WADO-RS retrievals outside FastAPI (DicomWebFastPath); a request with an
+    Origin header goes through the FastAPI route. The same requests must get the same answers."""
+    assert server.asgi is not None
+    ct = data["ct/" + sorted(p.name for p in CT_SERIES.iterdir())[0]]
+    mixed = data["mixed0"]
+    explicit = f"multipart/related; type=application/dicom; transfer-syntax={ExplicitVRLittleEndian}"
+    baseline = "multipart/related; type=application/dicom; transfer-syntax=1.2.840.10008.1.2.4.50"
+    cases = {  # kind: (path, Accept, answered on the fast path)
+        "series as stored": (f"/dicomweb/studies/{ct.study}/series/{ct.series}", AS_STORED["Accept"], True),
+        "series, default": (f"/dicomweb/studies/{ct.study}/series/{ct.series}", "multipart/related; "
+                            "type=application/dicom", True),
+        "study": (f"/dicomweb/studies/{ct.study}", AS_STORED["Accept"], True),
+        "instance": (ct.path, AS_STORED["Accept"], True),
+        "streamed (over 4 MB)": (f"/dicomweb/studies/{mixed.study}/series/{mixed.series}", AS_STORED["Accept"], True),
+        "transcoded": (f"/dicomweb/studies/{ct.study}/series/{ct.series}", explicit, True),
+        "not acceptable": (ct.path, baseline, False),
+        "unknown study": ("/dicomweb/studies/1.2.3.4.404", AS_STORED["Accept"], False),
+        "series of another study": (f"/dicomweb/studies/{mixed.study}/series/{ct.series}", AS_STORED["Accept"], False),
+        "query string": (f"/dicomweb/studies/{ct.study}/series/{ct.series}?x=1", AS_STORED["Accept"], False),
+    }
+    http.get("/dicomweb/studies", params={"limit": 1})  # a verified Basic check, as any client's first call
+    for kind, (path, accept, fast) in cases.items():
+        answers = []
+        for via_route in (False, True):
+            headers = {"Accept": accept, **({"Origin": "http://viewer.example"} if via_route else {})}
+            before = server.asgi.answered
+            r = http.get(path, headers=headers)
+            assert server.asgi.answered - before == (fast and not via_route), (kind, via_route)
+            ctype = re.sub(r"boundary=\S+", "", r.headers["content-type"])
+            body = [p for _, p in parts(r)] if r.status_code == 200 else r.json()
+            answers.append((r.status_code, ctype, body))
+        assert answers[0] == answers[1], kind
+        assert answers[0][0] == (200 if fast else 406 if kind == "not acceptable" else 404 if kind != "query string"
+                                 else 200), kind

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from radsight.api.app import create_app
 from radsight.archive import Archive
-from radsight.dicomweb.stow import StowFastPath
+from radsight.dicomweb.fastpath import DicomWebFastPath
 from radsight.dimse.scp import DicomServer
 from radsight.http_workers import HttpWorkers, worker_count
 
@@ -41,7 +41,7 @@ class UvicornServer(uvicorn.Server):
 def uvicorn_config(app: FastAPI, archive: Archive) -> uvicorn.Config:
     settings = archive.settings
     return uvicorn.Config(
-        StowFastPath(app),  # STOW-RS answered without FastAPI's per-request layers (see there)
+        DicomWebFastPath(app),  # STOW-RS and WADO-RS retrieval without FastAPI's per-request layers
         host=settings.http_host,
         port=settings.http_port,
         log_level="info",

@@ -36,13 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-from fastapi import APIRouter, FastAPI, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
-from starlette.types import Receive, Scope, Send
+from starlette.types import Scope
 
-from radsight.api.deps import ArchiveDep, basic_credentials
+from radsight.api.deps import ArchiveDep
 from radsight.archive import Archive
 from radsight.ingest.errors import Reason
 from radsight.ingest.service import IngestResult, Outcome
@@ -374,74 +374,6 @@ async def _store(request: Request, archive: Archive, study: str | None) -> JSONR
     except _BadRequest as exc:
         raise HTTPException(exc.status_code, exc.detail) from exc
     return _response(request, results, study)
-
-
-class StowFastPath:
-    """ASGI wrapper that answers STOW-RS requests itself, everything else through ``app``.
-
-    Why: with one instance per request, FastAPI's per-request layers (exception and body-limit
-    middlewares, routing over every route, dependency solving) held the GIL longer than our own
-    handler did: in ``py-spy record --gil`` of ``radsight serve`` under the STOW-RS benchmark,
-    ~60% of the event loop's time was framework code around ``store_instances``. This path runs
-    the same functions (``_receive``, ``_response``) with the same results, and takes only the
-    requests whose handling here is exactly the FastAPI route's:
-
-    - ``POST /dicomweb/studies`` and ``POST /dicomweb/studies/{study}``;
-    - Basic credentials verified less than a second ago (``Authenticator.recently_verified``, the
-      check the route's own dependency makes first); any other authentication, a wrong
-      password included, goes to the route, which gives the proper 401;
-    - no ``Origin`` header: cross-origin requests get the CORS middleware's headers there;
-    - a service root already known for the request's base URL (``_service_root``).
-
-    ``tests/test_stow.py`` sends the same requests both ways and compares the answers.
-    """
-
-    def __init__(self, app: FastAPI) -> None:
-        self.app = app
-        self.answered = 0  # requests answered here (for tests and diagnostics)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        study = self._target(scope)
-        if study is None:
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope, receive)
-        archive: Archive = self.app.state.archive
-        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-        verified = False
-        if scheme.lower() == "basic" and credentials:
-            with contextlib.suppress(HTTPException):
-                verified = self.app.state.authenticator.recently_verified(*basic_credentials(credentials))
-        if not verified or _root_key(scope) not in _ROOTS:
-            await self.app(scope, receive, send)
-            return
-        try:
-            response = _response(request, await _receive(request, archive, study or None), study or None)
-        except _BadRequest as exc:
-            response = JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
-        self.answered += 1
-        await response(scope, receive, send)
-
-    @staticmethod
-    def _target(scope: Scope) -> str | None:
-        """"" for ``POST /dicomweb/studies``, the study for ``.../studies/{study}``, else None."""
-        if scope["type"] != "http" or scope["method"] != "POST":
-            return None
-        path: str = scope["path"]
-        root: str = scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root):]
-        if not path.startswith(_STOW_PATH):
-            return None
-        rest = path[len(_STOW_PATH):]
-        if rest and (rest[0] != "/" or "/" in rest[1:] or len(rest) == 1):
-            return None
-        if any(name == b"origin" for name, _ in scope["headers"]):
-            return None
-        return rest[1:]
-
-
-_STOW_PATH = "/dicomweb/studies"
 
 
 @router.post("/studies", name="store_instances")
