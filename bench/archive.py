@@ -91,7 +91,10 @@ class Plan:
     wado_repeats: int  # retrievals of each series per server
 
 
-FULL = Plan(stow_single=800, stow_batch=1600, batch_size=10, cstore=600, qido_studies=10000,
+# STOW-RS sets: each server's half of a set is timed alone, and halves of 400-800 instances
+# took about a second, too short a window on a shared 2-core machine (one half moved between
+# 270 and 392 instances/s in one run); 1,200-2,000 instances per half take 3-5 s.
+FULL = Plan(stow_single=2400, stow_batch=4000, batch_size=10, cstore=600, qido_studies=10000,
             qido_queries=300, wado_large=100, wado_repeats=8)
 QUICK = Plan(stow_single=80, stow_batch=160, batch_size=10, cstore=80, qido_studies=400,
              qido_queries=42, wado_large=20, wado_repeats=2)
