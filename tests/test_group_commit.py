@@ -123,3 +123,30 @@ def test_one_instance_failing_in_a_group_does_not_fail_the_others(
         assert s.scalar(select(func.count()).select_from(Instance)) == 11
     report = check_archive(archive)
     assert report.ok, "the refused instance's file was not left behind"
+
+
+def test_index_transactions_share_one_connection_and_survive_losing_it(archive: Archive, tmp_path: Path) -> None:
+    ingest = archive.ingest
+
+    def store(i: int) -> str:
+        ds = make_ct(patient_id=f"GC-conn-{i}")
+        path = tmp_path / f"conn{i}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        assert ingest.ingest_file(path).outcome is Outcome.STORED
+        return str(ds.SOPInstanceUID)
+
+    store(0)
+    writer = ingest._writer
+    assert writer is not None
+    store(1)
+    assert ingest._writer is writer  # kept between transactions, not checked out per batch
+
+    writer.dbapi_connection.close()  # the connection dies under the service (a server restart)
+    uid = store(2)  # rolled back, then run again on a new connection
+    assert ingest._writer is not None and ingest._writer is not writer
+    with archive.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Instance).where(Instance.sop_instance_uid == uid)) == 1
+
+    ingest.close()
+    assert ingest._writer is None
+    store(3)  # a closed service's next transaction takes a connection again

@@ -33,5 +33,6 @@ class Archive:
         return cls(settings=settings, db=db, storage=storage, ingest=IngestService(db, storage, settings))
 
     def close(self) -> None:
+        self.ingest.close()
         self.storage.close()
         self.db.dispose()
