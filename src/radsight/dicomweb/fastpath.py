@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -62,20 +61,9 @@ class DicomWebFastPath:
                 return
             study = uids[0] if uids else None
             try:
-                results = await stow._receive(request, archive, study)
+                response = stow._response(request, await stow._receive(request, archive, study), study)
             except stow._BadRequest as exc:
                 response = JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
-            else:
-                # The bytes and headers stow._response's JSONResponse would send, without the
-                # Response object (its construction and call were ~3% of a one-instance request).
-                content, code = stow._response_json(stow._service_root(request), results, study)
-                body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
-                self.answered += 1
-                await send({"type": "http.response.start", "status": code, "headers": [
-                    (b"content-length", str(len(body)).encode()), (b"content-type", stow.DICOM_JSON.encode()),
-                ]})
-                await send({"type": "http.response.body", "body": body})
-                return
         else:
             def retrieve() -> Response:
                 return wado.retrieve_response(archive, request, wado.find_instances(archive, *uids))
