@@ -21,7 +21,8 @@ only requests whose handling here is exactly the FastAPI route's:
 - no ``Origin`` header: cross-origin requests get the CORS middleware's headers there.
 
 ``tests/test_stow.py`` and ``tests/test_wado.py`` send the same requests both ways and compare
-the answers.
+the answers. Whatever is added to these routes' dependencies later (role checks, the access
+audit) must be added here too, or these requests sent to the routes.
 """
 
 from __future__ import annotations
