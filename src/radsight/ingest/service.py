@@ -28,6 +28,7 @@ from sqlalchemy import Dialect, Table, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from radsight.config import DuplicatePolicy, Settings
 from radsight.index.db import Database
@@ -95,7 +96,7 @@ class IngestService:
         self._new_study_hooks: list[NewStudyHook] = []
         self._commits = _GroupCommit(self._commit_batch)
         dialect = db.engine.dialect
-        self._sql = _statements_for(dialect)
+        self._sql = compiled_for(dialect, _Statements)
         # The index writes run on the DBAPI cursor (see CompiledStatement): its IntegrityError is the
         # driver's own, next to SQLAlchemy's (raised by the ORM paths that share a database).
         self._integrity_errors: tuple[type[BaseException], ...] = (IntegrityError, dialect.loaded_dbapi.IntegrityError)
@@ -514,13 +515,13 @@ class CompiledStatement:
     once) and converts the values with each column type's bind processor, so the rows are
     exactly what its own execution would write and read back. Only the statements of the
     ingest transaction are run so: every other path uses SQLAlchemy (ORM or Core) as usual.
-    Every column a statement writes must be bound explicitly: SQLAlchemy's Python-side
-    column defaults are not applied here.
+    SQLAlchemy's Python-side column defaults are not applied at execution: :meth:`insert`
+    takes them (scalar ones) as the values of columns a row leaves out.
     """
 
     __slots__ = ("_fixed", "_names", "_positional", "_processors", "text")
 
-    def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
+    def __init__(self, statement: ClauseElement, dialect: Dialect, defaults: dict[str, Any] | None = None) -> None:
         compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
         self.text = compiled.string
         self._positional = bool(compiled.positional)
@@ -528,8 +529,24 @@ class CompiledStatement:
         binds = compiled.binds
         self._names = names
         self._processors = [binds[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names]
-        # Values written into the statement itself (the 1 of "n + 1"), not given per execution.
-        self._fixed = {n: binds[n].value for n in names if not binds[n].required}
+        # Values written into the statement itself (the 1 of "n + 1"), not given per execution,
+        # and values a row may leave out.
+        self._fixed = {**(defaults or {}), **{n: binds[n].value for n in names if not binds[n].required}}
+
+    @classmethod
+    def insert(cls, table: Table, dialect: Dialect, *, returning: bool = False) -> CompiledStatement:
+        """INSERT of one row naming every column but the key; a row may leave out the columns
+        with a scalar default (its value) and the nullable ones (NULL). ``returning``: RETURNING
+        the new key (SQLite >= 3.35, PostgreSQL), so both drivers give it the same way."""
+        columns = [c for c in table.c if c.name != "id"]
+        defaults: dict[str, Any] = {}
+        for c in columns:
+            if c.default is not None and c.default.is_scalar:
+                defaults[c.name] = cast(ScalarElementColumnDefault, c.default).arg
+            elif c.nullable:
+                defaults[c.name] = None
+        statement = table.insert().values({c.name: bindparam(c.name) for c in columns})
+        return cls(statement.returning(table.c.id) if returning else statement, dialect, defaults)
 
     def _params(self, values: dict[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
         if self._fixed:
@@ -561,11 +578,7 @@ class _Statements:
             return CompiledStatement(statement, dialect)
 
         def insert(table: Table, *, returning: bool = True) -> CompiledStatement:
-            # Every column but the key named explicitly; RETURNING the new key (SQLite >= 3.35,
-            # PostgreSQL), so both drivers give it the same way.
-            columns = [c.name for c in table.c if c.name != "id"]
-            statement = table.insert().values({n: bindparam(n) for n in columns})
-            return sql(statement.returning(table.c.id) if returning else statement)
+            return CompiledStatement.insert(table, dialect, returning=returning)
 
         self.sel_instance = sql(select(it.c.id, it.c.storage_key).where(it.c.sop_instance_uid == bindparam("uid")))
         self.sel_study = sql(
@@ -614,17 +627,19 @@ class _Statements:
         )
 
 
-_BY_DIALECT: dict[str, _Statements] = {}
+_S = TypeVar("_S")
+_BY_DIALECT: dict[tuple[Callable[[Dialect], Any], str], Any] = {}
 _BY_DIALECT_LOCK = threading.Lock()
 
 
-def _statements_for(dialect: Dialect) -> _Statements:
-    key = f"{dialect.name}+{dialect.driver}:{dialect.paramstyle}"
+def compiled_for(dialect: Dialect, factory: Callable[[Dialect], _S]) -> _S:
+    """``factory(dialect)`` (a set of CompiledStatements), made once per dialect and driver."""
+    key = (factory, f"{dialect.name}+{dialect.driver}:{dialect.paramstyle}")
     with _BY_DIALECT_LOCK:
-        statements = _BY_DIALECT.get(key)
-        if statements is None:
-            statements = _BY_DIALECT[key] = _Statements(dialect)
-    return statements
+        found = _BY_DIALECT.get(key)
+        if found is None:
+            found = _BY_DIALECT[key] = factory(dialect)
+    return cast(_S, found)
 
 
 _T = TypeVar("_T")

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from radsight.ai.jobs import aware
 from radsight.index.models import AIFinding, AIJob, AIModel, Instance, Study, WorklistEvent, WorklistStudy
-from radsight.ingest.service import CompiledStatement
+from radsight.ingest.service import CompiledStatement, compiled_for
 from radsight.worklist import alerts, events
 from radsight.worklist.priority import (
     CRITICAL,
@@ -151,14 +151,13 @@ class IngestListener:
         (:class:`~radsight.ingest.service.CompiledStatement`): before, ``ensure_study`` wrote
         them after the instance's commit, in a transaction (and a log fsync) of their own.
         """
-        q = _new_study_statements(self.archive.db.engine.dialect)
+        q = compiled_for(self.archive.db.engine.dialect, _NewStudyStatements)
         uid = parsed.study_instance_uid
         if q.exists.first(cur, {"uid": uid}) is not None:  # a row outlived its study
             return
         order = order_priority_of(parsed.dataset)
         p = compute(order_priority=order, ai=None, arrived_at=now, now=now, rules=rules_for_archive(self.archive))
         q.insert_row.run(cur, {
-            **_EMPTY_ROW,
             "study_instance_uid": uid,
             "order_priority": order,
             "order_priority_source": "dicom" if order else "",
@@ -336,36 +335,12 @@ def ensure_study(
     return True
 
 
-# A new worklist row: every column bound (CompiledStatement applies no column defaults).
-_EMPTY_ROW: dict[str, Any] = {
-    "order_priority": None, "order_priority_source": "", "ai_level": None, "ai_score": None, "ai_reason": "",
-    "ai_model": "", "ai_model_version": "", "ai_label": "", "priority_level": 0, "priority_score": 0.0,
-    "priority_reason": "", "status": UNREAD, "claimed_by": None, "claimed_at": None, "claim_expires_at": None,
-    "signed_by": None, "signed_at": None, "ai_result_at": None, "alerted_at": None, "first_opened_at": None,
-}
-
-
 class _NewStudyStatements:
     def __init__(self, dialect: Dialect) -> None:
         wl, ev = (cast(Table, m.__table__) for m in (WorklistStudy, WorklistEvent))
         self.exists = CompiledStatement(select(wl.c.id).where(wl.c.study_instance_uid == bindparam("uid")), dialect)
-        self.insert_row = CompiledStatement(
-            wl.insert().values({c.name: bindparam(c.name) for c in wl.c if c.name != "id"}), dialect
-        )
-        self.insert_event = CompiledStatement(
-            ev.insert().values({c.name: bindparam(c.name) for c in ev.c if c.name != "id"}), dialect
-        )
-
-
-_NEW_STUDY_STATEMENTS: dict[str, _NewStudyStatements] = {}
-
-
-def _new_study_statements(dialect: Dialect) -> _NewStudyStatements:
-    key = f"{dialect.name}+{dialect.driver}:{dialect.paramstyle}"
-    found = _NEW_STUDY_STATEMENTS.get(key)
-    if found is None:  # a race only compiles twice
-        found = _NEW_STUDY_STATEMENTS[key] = _NewStudyStatements(dialect)
-    return found
+        self.insert_row = CompiledStatement.insert(wl, dialect)
+        self.insert_event = CompiledStatement.insert(ev, dialect)
 
 
 def rules_for_archive(archive: Archive) -> Rules:
