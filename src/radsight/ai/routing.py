@@ -301,10 +301,10 @@ def models_for_series(archive: Archive, facts: SeriesFacts) -> list[AIModel]:
 def route_series(archive: Archive, series_instance_uid: str) -> list[AIModel]:
     """``models_for_series(series_facts(...))`` for a stored series, reading its stored header
     only where an enabled rule looks at ImageType (this runs for every series that turns
-    stable). LookupError if the series is not in the index."""
+    stable). LookupError if the series is not in the index (looked up only when a model is
+    enabled)."""
     models, rules = _routing_table(archive)
     if not models:
-        series_facts(archive, series_instance_uid, image_type=False)  # still: LookupError if absent
         return []
     wanted = {m.name for m in models}
     needs_image_type = any(r.enabled and r.image_type_contains and r.model in wanted for r in rules)

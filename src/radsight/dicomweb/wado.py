@@ -295,24 +295,21 @@ def retrieve_response(archive: Archive, request: Request, instances: list[Stored
         # retrieval of a 3 MB series. The stream writes such a body in one piece anyway.
         try:
             chunks = list(writer.stream(parts, _open_key(archive)))
-        except StorageError as exc:
-            raise _missing(instances, exc) from exc
+        except StorageError:
+            _require_stored(archive, parts, instances)  # the 404 naming the instance
+            raise
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)  # one buffer, not copied again
         return Response(body, media_type=writer.content_type)
-    for part, inst in zip(parts, instances, strict=True):
-        if part.storage_key is not None and not archive.storage.exists(part.storage_key):
-            # Say so before streaming starts, rather than cutting the response short.
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"the stored object of {inst.sop_instance_uid} is missing")
+    _require_stored(archive, parts, instances)  # before streaming starts, rather than cutting it short
     headers = {"Content-Length": str(length)} if length is not None else {}
     return StreamingResponse(writer.stream(parts, _open_key(archive)), media_type=writer.content_type, headers=headers)
 
 
-def _missing(instances: list[StoredInstance], exc: StorageError) -> HTTPException:
-    """404 naming the instance whose stored object could not be opened."""
-    for inst in instances:
-        if inst.storage_key in str(exc):
-            return HTTPException(status.HTTP_404_NOT_FOUND, f"the stored object of {inst.sop_instance_uid} is missing")
-    return HTTPException(status.HTTP_404_NOT_FOUND, str(exc))
+def _require_stored(archive: Archive, parts: list[Part], instances: list[StoredInstance]) -> None:
+    """404 naming the first instance sent as stored whose stored object is missing."""
+    for part, inst in zip(parts, instances, strict=True):
+        if part.storage_key is not None and not archive.storage.exists(part.storage_key):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"the stored object of {inst.sop_instance_uid} is missing")
 
 
 def _transcode(path: Path, dcmtk: bool) -> bytes:
