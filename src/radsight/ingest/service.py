@@ -333,41 +333,48 @@ class IngestService:
         pooled DBAPI connection, checked out at the first and kept (:meth:`close` returns it),
         instead of a check-out and check-in per batch (the pool's lock and its rollback on
         return: ~2% of the GIL samples per STOW-RS instance, though no change in throughput was
-        measurable). A connection that fails is invalidated; if
-        it could not even roll back (closed, server gone), the transaction runs once more on a
-        new one (nothing of it was committed).
+        measurable). A connection that fails is invalidated; if it could not even roll back
+        (closed, server gone), the transaction runs once more on a new one (nothing of it was
+        committed).
         """
-        for attempt in (1, 2):
-            with self._writer_lock:
-                raw = self._writer
-                if raw is None:
-                    raw = self._writer = self.db.engine.raw_connection()
-                cur = None
-                try:
-                    cur = raw.cursor()
-                    result = work(cur)
-                    raw.commit()
-                    return result
-                except Exception as exc:
-                    try:
-                        raw.rollback()
-                    except Exception:
-                        self._drop_writer(invalidate=True)
-                        if attempt == 1:
-                            log.warning("index connection lost (%s); retrying on a new one", type(exc).__name__)
-                            continue
-                        raise
-                    if isinstance(exc, self._connection_errors):
-                        self._drop_writer(invalidate=True)
-                    raise
-                except BaseException:
-                    self._drop_writer(invalidate=True)
-                    raise
-                finally:
-                    if cur is not None:
-                        with contextlib.suppress(Exception):
-                            cur.close()
-        raise AssertionError("unreachable")
+        with self._writer_lock:
+            try:
+                return self._on_writer(work)
+            except _ConnectionLost as lost:
+                log.warning("index connection lost (%s); retrying on a new one", type(lost.__cause__).__name__)
+            try:
+                return self._on_writer(work)
+            except _ConnectionLost as lost:
+                raise cast(BaseException, lost.__cause__) from None
+
+    def _on_writer(self, work: Callable[[Any], _T]) -> _T:
+        """One try of :meth:`_transaction` (the writer lock held); _ConnectionLost, caused by
+        the error, when the connection could not even roll back."""
+        raw = self._writer
+        if raw is None:
+            raw = self._writer = self.db.engine.raw_connection()
+        cur = None
+        try:
+            cur = raw.cursor()
+            result = work(cur)
+            raw.commit()
+            return result
+        except Exception as exc:
+            try:
+                raw.rollback()
+            except Exception:
+                self._drop_writer(invalidate=True)
+                raise _ConnectionLost from exc
+            if isinstance(exc, self._connection_errors):
+                self._drop_writer(invalidate=True)
+            raise
+        except BaseException:
+            self._drop_writer(invalidate=True)
+            raise
+        finally:
+            if cur is not None:
+                with contextlib.suppress(Exception):
+                    cur.close()
 
     def _drop_writer(self, *, invalidate: bool) -> None:
         raw, self._writer = self._writer, None
@@ -644,6 +651,10 @@ def compiled_for(dialect: Dialect, factory: Callable[[Dialect], _S]) -> _S:
 
 _T = TypeVar("_T")
 _DUPLICATE = object()
+
+
+class _ConnectionLost(Exception):
+    """The writer connection could not roll back a failed transaction (its cause: the error)."""
 
 
 @dataclass(slots=True)
