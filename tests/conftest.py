@@ -3,6 +3,7 @@ and a real ``radsight serve`` (HTTP + DICOM listener) on free ports."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -110,6 +111,22 @@ class RunningServer:
 
     def client(self, **kw: object) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, auth=(self.username, self.password), timeout=60, **kw)
+
+
+@contextlib.contextmanager
+def verified_for_a_minute(server: RunningServer) -> Iterator[None]:
+    """Basic credentials, once verified, trusted for a minute instead of a second (a fresh
+    Authenticator with that recheck): tests that the fast path takes a request send it right after
+    a verified call, and on a loaded machine "right after" can be more than a second."""
+    from radsight.api.auth import Authenticator
+
+    state = server.asgi.app.state
+    before = state.authenticator
+    state.authenticator = Authenticator(recheck_seconds=60.0)
+    try:
+        yield
+    finally:
+        state.authenticator = before
 
 
 def start_server(

@@ -19,7 +19,7 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import select
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, verified_for_a_minute
 from tests.dicom_factory import make_ct
 
 from radsight.dicomweb.stow import FAILURE_TEXT_CREATOR, FAILURE_TEXT_GROUP
@@ -421,7 +421,7 @@ def test_stow_fast_path_answers_as_the_fastapi_route(server: RunningServer) -> N
 
     kinds = ["one", "single-body", "some-failed", "none-stored", "wrong-study", "unclosed", "media-type",
              "part-type", "no-boundary", "wrong-password"]
-    with server.client() as c:
+    with server.client() as c, verified_for_a_minute(server):
         c.get("/dicomweb/studies", params={"limit": 1})  # a verified Basic check, as any client's first call
         assert c.post("/dicomweb/studies", content=multipart([encode(make_ct())]),
                       headers={"Content-Type": MULTIPART}).status_code == 200  # the service root is known
@@ -446,7 +446,7 @@ def test_stow_fast_path_answers_as_the_fastapi_route(server: RunningServer) -> N
 def test_retrieve_urls_follow_the_host_the_client_named_on_both_paths(server: RunningServer) -> None:
     """The service root is cached per base URL (scheme, Host, server, root path), never shared."""
     assert server.asgi is not None
-    with server.client() as c:
+    with server.client() as c, verified_for_a_minute(server):
         c.get("/dicomweb/studies", params={"limit": 1})
         roots = []
         for host in ("archive.example:9999", "archive.example:9999", None, "other.example"):

@@ -666,7 +666,9 @@ class _Pending:
     overwrite: bool
     result: object = None
     error: BaseException | None = None
-    done: threading.Event = field(default_factory=threading.Event)
+    # Held from queueing until the caller may go on (committed, or handed the lead); released
+    # by the leader. Only a caller that waits gets one (a plain lock: cheaper than an Event).
+    done: Any = None
     lead: bool = False
 
 
@@ -693,8 +695,11 @@ class _GroupCommit:
             self._queue.append(item)
             lead = not self._leading
             self._leading = True
+            if not lead:
+                item.done = threading.Lock()
+                item.done.acquire()
         if not lead:
-            item.done.wait()
+            item.done.acquire()
             if item.lead:  # handed the lead: our own instance is still queued
                 self._drain(item)
         else:
@@ -716,13 +721,13 @@ class _GroupCommit:
                         b.error = exc
             for b in batch:
                 if b is not own:
-                    b.done.set()
+                    b.done.release()
             if own in batch:
                 break
         with self._lock:
             if self._queue:
                 nxt = self._queue[0]
                 nxt.lead = True
-                nxt.done.set()
+                nxt.done.release()
             else:
                 self._leading = False

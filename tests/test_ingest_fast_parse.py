@@ -1,13 +1,15 @@
-"""The byte walk of sequences on ingest (``parse._sequence_is_sound``) decides as pydicom does.
+"""The ingest parser's own readers (``parse._read_header_fast``, ``parse._sequence_is_sound``)
+decide and read as pydicom does.
 
-The walk only vouches for a sequence; what it does not vouch for is decoded by pydicom as
-before. So: over the bad-input corpus and over mutated files, parsing with the walk and
-without it gives the same outcome, and whatever the walk vouches for, pydicom reads without
-error.
+Both only take what they fully understand; everything else is read by pydicom as before. So:
+over the bad-input corpus and over mutated files, parsing with them and without them gives the
+same outcome; the data set the fast reader builds equals pydicom's, element for element; and
+whatever the sequence walk vouches for, pydicom reads without error.
 """
 
 from __future__ import annotations
 
+import io
 import struct
 from pathlib import Path
 
@@ -16,26 +18,48 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydicom.data import get_testdata_file
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 from tests.test_bad_input import corpus
-from tests.test_fuzz import FUZZ, _mutate, mutation
+from tests.test_fuzz import FUZZ, SEEDS, _mutate, mutation
 
 from radsight.ingest import IngestError
 from radsight.ingest import parse as parse_mod
-from radsight.ingest.parse import parse_bytes
+from radsight.ingest.parse import PART10_PREFIX_LENGTH, parse_bytes
 
 
-def _outcome(data: bytes) -> tuple[object, ...]:
+def _shape(ds: Dataset) -> list[tuple[object, ...]]:
+    """``ds`` comparable whatever pydicom had decoded already (it decodes some elements as a side
+    effect of others, e.g. Pixel Representation when a sequence is decoded): each element's tag
+    and VR, and its value decoded now (or the error decoding it), a sequence item by item."""
+    out: list[tuple[object, ...]] = []
+    for tag in list(ds.keys()):
+        try:
+            elem = ds[tag]
+        except Exception as exc:
+            out.append((tag, "error", type(exc).__name__))
+            continue
+        if elem.VR == "SQ":
+            out.append((tag, "SQ", [_shape(item) for item in elem.value]))
+        else:
+            out.append((tag, elem.VR, repr(elem.value)))
+    return out
+
+
+def _outcome(data: bytes, *, with_dataset: bool = False) -> tuple[object, ...]:
+    """What parse_bytes makes of ``data``; ``with_dataset``: the header and file meta too."""
     try:
         p = parse_bytes(data)
     except IngestError as exc:
         return ("refused", exc.reason, exc.message)
-    return ("ok", p.sop_instance_uid, p.study_instance_uid, p.file_size, p.pixel_data_offset)
+    out = ("ok", p.sop_instance_uid, p.study_instance_uid, p.file_size, p.pixel_data_offset, p.transfer_syntax_uid)
+    return (*out, _shape(p.dataset), _shape(p.file_meta), p.dataset.original_encoding) if with_dataset else out
 
 
-def _both_ways(data: bytes, monkeypatch: pytest.MonkeyPatch, vouched: list[int]) -> tuple[tuple[object, ...], ...]:
+def _both_ways(
+    data: bytes, monkeypatch: pytest.MonkeyPatch, vouched: list[int], *, with_dataset: bool = False
+) -> tuple[tuple[object, ...], ...]:
     walk = parse_mod._sequence_is_sound
 
     def counting(value: bytes) -> bool:
@@ -45,9 +69,10 @@ def _both_ways(data: bytes, monkeypatch: pytest.MonkeyPatch, vouched: list[int])
 
     with monkeypatch.context() as m:
         m.setattr(parse_mod, "_sequence_is_sound", counting)
-        with_walk = _outcome(data)
+        with_walk = _outcome(data, with_dataset=with_dataset)
         m.setattr(parse_mod, "_sequence_is_sound", lambda value: False)
-        pydicom_only = _outcome(data)
+        m.setattr(parse_mod, "_read_header_fast", lambda data, meta_end: None)
+        pydicom_only = _outcome(data, with_dataset=with_dataset)
     return with_walk, pydicom_only
 
 
@@ -59,9 +84,49 @@ def test_same_outcomes_as_pydicom_over_the_corpus(shared_data: Path, monkeypatch
         data = path.read_bytes()
         with_walk, pydicom_only = _both_ways(data, monkeypatch, vouched)
         if with_walk != pydicom_only:
-            differ.append(f"{path.name}: walk {with_walk} != pydicom {pydicom_only}")
+            differ.append(f"{path.name}: fast {with_walk} != pydicom {pydicom_only}")
     assert not differ, "\n".join(differ[:20])
     assert vouched[0] > 200, "the walk vouched for almost no sequence: it is not being used"
+
+
+def _same_elements(got: Dataset, want: Dataset) -> list[str]:
+    """Differences between two data sets as read (raw elements compared field by field)."""
+    diffs = []
+    if list(got.keys()) != list(want.keys()):
+        return [f"tags differ: {sorted(set(got.keys()) ^ set(want.keys()))[:5]}"]
+    for g, w in zip(got.values(), want.values(), strict=True):
+        if type(g) is not type(w) or g != w or (isinstance(g, DataElement) and g.file_tell != w.file_tell):
+            diffs.append(f"{w.tag}: {g!r:.120} != {w!r:.120}")
+    return diffs
+
+
+def test_fast_reader_builds_pydicoms_data_set_over_the_corpus(shared_data: Path) -> None:
+    read = 0
+    failures: list[str] = []
+    for path in corpus(shared_data):
+        data = path.read_bytes()
+        fh = io.BytesIO(data)
+        try:
+            meta_end = parse_mod.file_meta_end(fh, PART10_PREFIX_LENGTH if data[128:132] == b"DICM" else 0, len(data))
+        except IngestError:
+            continue
+        fast = parse_mod._read_header_fast(data, meta_end)
+        if fast is None:
+            continue
+        got, stopped = fast
+        fh.seek(0)
+        want = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
+        diffs = _same_elements(got, want) + _same_elements(got.file_meta, want.file_meta)
+        diffs += [f"{name}: {getattr(got, name)!r} != {getattr(want, name)!r}"
+                  for name in ("preamble", "is_little_endian", "is_implicit_VR", "original_encoding",
+                               "original_character_set", "_character_set")
+                  if getattr(got, name) != getattr(want, name)]
+        if stopped != fh.tell():
+            diffs.append(f"stopped at {stopped}, pydicom at {fh.tell()}")
+        failures += [f"{path.name}: {d}" for d in diffs]
+        read += 1
+    assert not failures, "\n".join(failures[:30])
+    assert read > 300, "the fast reader read almost no file: it is not being used"
 
 
 def _sequence_bytes(*items: bytes, undefined: bool = False) -> bytes:
@@ -154,15 +219,12 @@ def test_what_the_walk_vouches_for_pydicom_reads(seed: int, ops: list[tuple[str,
         _decodes_with_pydicom(value)
 
 
-SEED_FILE = Path(get_testdata_file("JPEG2000.dcm") or "")  # explicit VR LE, several sequences
-
-
 @FUZZ
-@given(ops=st.lists(mutation, min_size=1, max_size=3))
-def test_mutated_file_same_outcome_with_and_without_the_walk(
-    ops: list[tuple[str, float, int]], monkeypatch: pytest.MonkeyPatch
+@given(seed=st.sampled_from(range(len(SEEDS))), ops=st.lists(mutation, min_size=1, max_size=3))
+def test_mutated_file_same_outcome_with_and_without_the_fast_readers(
+    seed: int, ops: list[tuple[str, float, int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = _mutate(SEED_FILE.read_bytes()[:4096], ops)
-    with_walk, pydicom_only = _both_ways(data, monkeypatch, [0])
+    data = _mutate(SEEDS[seed], ops)
+    with_walk, pydicom_only = _both_ways(data, monkeypatch, [0], with_dataset=True)
     assert with_walk == pydicom_only
 
