@@ -30,7 +30,7 @@ from tests.test_ai_jobs import (
 )
 from typer.testing import CliRunner
 
-from radsight.ai import jobs
+from radsight.ai import jobs, registry, routing
 from radsight.ai.stability import StabilityMonitor
 from radsight.ai.worker import WorkerPool
 from radsight.archive import Archive
@@ -79,6 +79,26 @@ def test_stability_waits_for_quiet_then_queues_one_job_per_matching_model(
     again = fresh.check(now=time.monotonic() + 101)
     assert [j.id for j in again] == [queued[0].id]
     assert [j.id for j in study_jobs(archive, study)] == [queued[0].id]
+
+
+def test_series_stable_in_one_pass_share_one_read_of_the_routing_table(
+    archive: Archive, tmp_path: Path, ct_files: Callable[[str], list[Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_seg(archive, tmp_path)
+    monitor = StabilityMonitor(archive, stable_seconds=100.0)
+    archive.ingest.subscribe(monitor.on_stored)
+    reads: list[int] = []
+    real = routing.routing_table
+    monkeypatch.setattr(routing, "routing_table", lambda a: reads.append(1) or real(a))
+    first = [ingest_all(archive, ct_files(f"SHARE{i}")) for i in range(3)]
+    queued = monitor.check(now=time.monotonic() + 101)
+    assert sorted(j.series_instance_uid for j in queued) == sorted(series for _, series in first)
+    assert len(reads) == 1
+    assert monitor.check(now=time.monotonic() + 1000) == [] and len(reads) == 1  # nothing stable: no read
+    # A model disabled between passes: the next pass reads the table again and queues nothing.
+    assert registry.set_enabled(archive, "test-seg", False)
+    ingest_all(archive, ct_files("SHARE3"))
+    assert monitor.check(now=time.monotonic() + 101) == [] and len(reads) == 2
 
 
 def test_recovery_queues_a_series_stored_while_the_engine_was_down(

@@ -283,8 +283,11 @@ def all_rules(archive: Archive, session: Session) -> list[RoutingRule]:
     return settings_rules(archive.settings) + stored_rules(session)
 
 
-def _routing_table(archive: Archive) -> tuple[list[AIModel], list[RoutingRule]]:
-    """The enabled models, by name, and every routing rule."""
+RoutingTable = tuple[list[AIModel], list[RoutingRule]]
+
+
+def routing_table(archive: Archive) -> RoutingTable:
+    """The enabled models, by name, and every routing rule (detached from their session)."""
     with archive.db.session() as s:
         models = list(s.scalars(select(AIModel).where(AIModel.enabled.is_(True)).order_by(AIModel.name)))
         rules = all_rules(archive, s)
@@ -295,15 +298,15 @@ def models_for_series(archive: Archive, facts: SeriesFacts) -> list[AIModel]:
     """The enabled models to run on a series with these facts, by name."""
     if is_ai_result(facts):
         return []
-    return _choose(*_routing_table(archive), facts)
+    return _choose(*routing_table(archive), facts)
 
 
-def route_series(archive: Archive, series_instance_uid: str) -> list[AIModel]:
+def route_series(archive: Archive, series_instance_uid: str, table: RoutingTable | None = None) -> list[AIModel]:
     """``models_for_series(series_facts(...))`` for a stored series, reading its stored header
     only where an enabled rule looks at ImageType (this runs for every series that turns
     stable). LookupError if the series is not in the index (looked up only when a model is
-    enabled)."""
-    models, rules = _routing_table(archive)
+    enabled). ``table``: the routing table read once for several series (:func:`routing_table`)."""
+    models, rules = table if table is not None else routing_table(archive)
     if not models:
         return []
     wanted = {m.name for m in models}

@@ -28,6 +28,7 @@ from radsight.index.models import AIJob, Series, Study
 from radsight.ingest.service import StoredEvent
 
 if TYPE_CHECKING:
+    from radsight.ai.routing import RoutingTable
     from radsight.archive import Archive
 
 log = logging.getLogger(__name__)
@@ -49,13 +50,15 @@ class _Pending:
 
 
 def queue_models_for_series(
-    archive: Archive, study_instance_uid: str, series_instance_uid: str, *, trigger: str = "stable"
+    archive: Archive, study_instance_uid: str, series_instance_uid: str, *, trigger: str = "stable",
+    table: RoutingTable | None = None,
 ) -> list[AIJob]:
-    """Route a series and queue (or find, see ``jobs.enqueue``) one job per matching model."""
+    """Route a series and queue (or find, see ``jobs.enqueue``) one job per matching model.
+    ``table``: the routing table, when the caller read it once for several series."""
     from radsight.ai import routing
 
     try:
-        models = routing.route_series(archive, series_instance_uid)
+        models = routing.route_series(archive, series_instance_uid, table)
     except LookupError:
         return []
     if not models:
@@ -122,17 +125,36 @@ class StabilityMonitor:
 
     def check(self, now: float | None = None) -> list[AIJob]:
         """Queue jobs for every series that turned stable; returns the jobs queued or found."""
+        from radsight.ai import routing
+
         queued: list[AIJob] = []
-        for study_uid, series_uid in self.take_stable(now):
+        stable = self.take_stable(now)
+        if not stable:
+            return queued
+        try:
+            # Read once per pass, not per series (with many short series turning stable together
+            # it was ~9% of the server's GIL time under STOW-RS load): a model or rule changed
+            # now applies from the next pass, a fraction of stable_seconds later.
+            table = routing.routing_table(self.archive)
+        except Exception:
+            log.exception("reading the routing table failed; will try again")
+            for study_uid, series_uid in stable:
+                self._retry_later(study_uid, series_uid)
+            return queued
+        for study_uid, series_uid in stable:
             try:
-                queued += queue_models_for_series(self.archive, study_uid, series_uid)
+                queued += queue_models_for_series(self.archive, study_uid, series_uid, table=table)
             except Exception:
                 log.exception("queueing models for stable series %s failed; will try again", series_uid)
-                with self._lock:  # try again after another quiet period
-                    self._pending.setdefault(series_uid, _Pending(study_uid, time.monotonic()))
+                self._retry_later(study_uid, series_uid)
         if queued and self.on_queued is not None:
             self.on_queued(queued)
         return queued
+
+    def _retry_later(self, study_uid: str, series_uid: str) -> None:
+        """Watch the series again: it is tried after another quiet period."""
+        with self._lock:
+            self._pending.setdefault(series_uid, _Pending(study_uid, time.monotonic()))
 
     def recover(self) -> int:
         """Put series updated in the last ``ai_recover_hours`` back under watch (see module doc)."""
