@@ -270,7 +270,10 @@ def _read_header_fast(data: bytes, meta_end: int) -> tuple[FileDataset, int] | N
     ts = file_meta.get("TransferSyntaxUID")
     if not ts or ts in _NOT_EXPLICIT_LE:
         return None
-    read = _read_elements(data, meta_end, meta=False)
+    try:
+        read = _read_elements(data, meta_end, meta=False)
+    except Exception:  # pydicom, reading a sequence or a character set, refused: let it say why
+        return None
     if read is None:
         return None
     elements, stopped = read
