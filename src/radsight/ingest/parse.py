@@ -542,7 +542,6 @@ def _parse_sequences(ds: Dataset, *, explicit_le: bool = False) -> None:
 # sequence, a stray delimiter, a length past the end) sends the sequence to pydicom, which
 # decides as before. tests/test_ingest_fast_parse.py checks both give the same outcome over the
 # corpus and over mutated files.
-_KNOWN_VRS = frozenset(vr.value.encode() for vr in VR if len(vr.value) == 2)
 _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xE000FFFE, 0xE00DFFFE, 0xE0DDFFFE  # (FFFE,eeee) read as "<L"
 _u32 = struct.Struct("<L").unpack_from
@@ -588,7 +587,7 @@ def _walk_elements(buf: bytes, pos: int, end: int, *, defined: bool) -> int:
         tag, vr, length = _tag_vr_length(buf, pos)
         if (tag & 0xFFFF) == 0xFFFE:  # group FFFE: only an item's end belongs here
             return pos + 8 if tag == _ITEM_END and not defined else -1
-        if vr not in _KNOWN_VRS:
+        if vr not in _VR_NAMES:
             return -1
         if vr in _EXPLICIT_LONG_VRS:
             if pos + 12 > end:
