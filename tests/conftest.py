@@ -103,6 +103,7 @@ class RunningServer:
     username: str = ADMIN_USER
     password: str = ADMIN_PASSWORD
     ai_engine: object | None = None
+    worklist_listener: Any = None  # wiring.subscribe's listener (WorklistTasks flushes it)
     asgi: Any = None  # what uvicorn runs: the DicomWebFastPath around the application
 
     @property
@@ -135,6 +136,7 @@ def start_server(
     """``ai=True`` also starts the AI engine (stability trigger + workers), as ``radsight serve`` does."""
     import uvicorn
 
+    from radsight import wiring
     from radsight.api.app import create_app
     from radsight.api.auth import add_user
     from radsight.dicomweb.fastpath import DicomWebFastPath
@@ -146,15 +148,16 @@ def start_server(
     archive = Archive.open(s)
     with archive.db.session() as sess:
         add_user(sess, ADMIN_USER, ADMIN_PASSWORD, "admin")
+    listener = wiring.subscribe(archive)  # as radsight serve does (radsight.server)
     engine = None
     if ai:
         from radsight.ai.engine import AIEngine
 
-        engine = AIEngine(archive)
+        engine = AIEngine(archive, process_setup=wiring.subscribe_ai)
         engine.start()
     dicom = DicomServer(archive)
     dicom.start("127.0.0.1", dicom_port)
-    # As radsight serve runs it (server.uvicorn_config): STOW-RS and WADO-RS on their fast path.
+    # As radsight serve runs it (http_server.uvicorn_config): STOW-RS and WADO-RS on their fast path.
     asgi = DicomWebFastPath(create_app(archive))
     config = uvicorn.Config(asgi, host="127.0.0.1", port=http_port, log_level="warning")
     server = uvicorn.Server(config)
@@ -166,7 +169,7 @@ def start_server(
             raise RuntimeError("test server did not start")
         time.sleep(0.02)
     running = RunningServer(archive, f"http://127.0.0.1:{http_port}", dicom_port, "RADSIGHT", ai_engine=engine,
-                            asgi=asgi)
+                            worklist_listener=listener, asgi=asgi)
 
     def stop() -> None:
         server.should_exit = True

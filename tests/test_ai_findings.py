@@ -87,9 +87,9 @@ def test_record_findings_is_idempotent_and_listed(archive: Archive, tmp_path: Pa
     assert item["location"]["sop_instance_uid"] == result.findings[0].location["sop_instance_uid"]
     with archive.db.session() as s:
         with pytest.raises(ValueError, match="status must be"):
-            findings.decide(s, item["id"], "maybe", "admin")  # type: ignore[arg-type]
+            findings.decide(s, archive.ai_hooks, item["id"], "maybe", "admin")  # type: ignore[arg-type]
         with pytest.raises(findings.FindingNotFound):
-            findings.decide(s, item["id"] + 1000, "accepted", "admin")
+            findings.decide(s, archive.ai_hooks, item["id"] + 1000, "accepted", "admin")
 
 
 def recorded_two_label_run(archive: Archive, ct_dir: Path, package_dir: Path) -> tuple[str, PipelineResult]:

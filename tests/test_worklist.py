@@ -17,6 +17,7 @@ from sqlalchemy import func, select, update
 from ai_testmodels import make_classification_package
 from conftest import RunningServer
 from dicom_factory import make_ct
+from radsight import wiring
 from radsight.ai import findings, jobs, registry
 from radsight.ai.pipeline import FindingData, PipelineResult
 from radsight.ai.worker import run_claimed
@@ -25,6 +26,7 @@ from radsight.archive import Archive
 from radsight.index.models import AIJob, AIModel, Study, WorklistAlert, WorklistStudy
 from radsight.ingest import Outcome
 from radsight.worklist import events, priority, service
+from radsight.worklist.arrival import IngestListener, backfill
 
 READER, READER_PASSWORD = "reader2", "reader2-secret"
 
@@ -91,10 +93,18 @@ def event_types(archive: Archive, study_uid: str) -> list[str]:
         return [e.type for e in events.read_since(s, 0, 10000) if e.study_instance_uid == study_uid]
 
 
+LISTENERS: dict[int, IngestListener] = {}
+
+
 @pytest.fixture
 def wl(archive: Archive) -> Archive:
-    service.attach(archive)
+    """The archive with the worklist subscribed, as ``radsight serve`` does (``radsight.wiring``)."""
+    LISTENERS[id(archive)] = wiring.subscribe(archive)
     return archive
+
+
+def listener_for(archive: Archive) -> IngestListener:
+    return LISTENERS[id(archive)]
 
 
 # -- priority rules (pure) ----------------------------------------------------------------
@@ -184,7 +194,7 @@ def test_order_priority_comes_from_the_header_ingest_parsed(wl: Archive, tmp_pat
     ds.save_as(tmp_path / "fallback.dcm", enforce_file_format=True)
     with wl.db.session() as s:
         before = s.scalar(select(func.count()).select_from(WorklistStudy))
-    listener = service.listener_for(wl)
+    listener = listener_for(wl)
     assert listener is not None
     # Store without the worklist (its in-transaction rows and its listener), then replay the
     # listener's event without a header.
@@ -210,7 +220,7 @@ def test_a_second_instance_adds_no_row_and_no_event_at_ingest(wl: Archive, tmp_p
     ds.save_as(tmp_path / "second.dcm", enforce_file_format=True)
     assert wl.ingest.ingest_file(tmp_path / "second.dcm").ok
     assert event_types(wl, uid) == ["study-added"]
-    listener = service.listener_for(wl)
+    listener = listener_for(wl)
     assert listener is not None and listener.flush_touched() == 1
     assert event_types(wl, uid) == ["study-added", "study-updated"]
 
@@ -244,7 +254,7 @@ def test_the_worklist_row_commits_with_the_study_or_not_at_all(wl: Archive, tmp_
     assert wl.ingest.ingest_file(tmp_path / "a.dcm").ok  # the sender tries again
     assert study_rows(uid) == (1, 1)
     assert event_types(wl, uid) == ["study-added"]
-    listener = service.listener_for(wl)
+    listener = listener_for(wl)
     assert listener is not None and listener.flush_touched() == 0  # the first instance is no update
 
     # A row that outlived its study (no study row) is kept, not duplicated, and ingest goes on.
@@ -296,7 +306,8 @@ def test_ai_urgency_orders_studies_raises_one_alert_and_a_rejection_drops_it(wl:
     with wl.db.session() as s:
         assert len(s.scalars(select(WorklistAlert).where(WorklistAlert.study_instance_uid == high)).all()) == 1
         finding_id = s.scalars(select(findings.AIFinding.id).where(findings.AIFinding.study_instance_uid == high)).one()
-        findings.decide(s, finding_id, "rejected", "admin")
+        findings.decide(s, wl.ai_hooks, finding_id, "rejected", "admin")
+        s.commit()
     assert row(wl, high).priority_level == priority.ROUTINE and row(wl, high).ai_level is None
     assert event_types(wl, high)[-1] == "study-updated"
 
@@ -369,6 +380,29 @@ def test_claims_conflict_expire_and_sign_needs_decisions(wl: Archive, tmp_path: 
         "status-changed",
         "status-changed",
     ]  # claimed, lapsed, claimed, read (accepting kept the priority: no study-updated)
+
+
+def test_a_refused_sign_off_stores_none_of_its_decisions(wl: Archive, tmp_path: Path) -> None:
+    """Decisions and sign-off are one transaction: refused for a pending finding, nothing is kept."""
+    model = install_classifier(wl, tmp_path)
+    uid = store_study(wl, tmp_path, modality="DX")
+    run_job_with(wl, model, uid, 0.95)
+    run_job_with(wl, model, uid, 0.40)  # a second run: a second finding, still pending
+    with wl.db.session() as s:
+        first, second = s.scalars(
+            select(findings.AIFinding.id).where(findings.AIFinding.study_instance_uid == uid).order_by(
+                findings.AIFinding.id)
+        ).all()
+    before = row(wl, uid)
+    service.claim(wl, uid, "bob")
+    with pytest.raises(service.PendingFindings, match=rf"pending: {second} "):
+        service.sign(wl, uid, "bob", [service.DecisionInput(first, "rejected")])
+    with wl.db.session() as s:
+        kept = s.get(findings.AIFinding, first)
+        assert kept is not None and (kept.status, kept.decided_by, kept.decided_at) == ("pending", "", None)
+    after = row(wl, uid)
+    assert (after.status, after.signed_by, after.ai_level) == ("in_progress", None, before.ai_level)
+    assert event_types(wl, uid)[-1] == "status-changed"  # the claim; no study-updated from a rejection
 
 
 # -- REST API (a real server) ----------------------------------------------------------
@@ -500,10 +534,10 @@ def test_studies_stored_before_the_worklist_ran_get_rows_at_attach(archive: Arch
     before = store_study(archive, tmp_path)  # no listener yet: as with `radsight import` and no server
     with archive.db.session() as s:
         assert s.scalar(select(WorklistStudy).where(WorklistStudy.study_instance_uid == before)) is None
-    service.attach(archive)
+    wiring.subscribe(archive)
     r = row(archive, before)
     assert (r.status, r.priority_level) == ("unread", priority.ROUTINE) and r.arrived_at is not None
-    assert service.backfill(archive) == 0
+    assert backfill(archive, service.rules_for_archive(archive)) == 0
 
 
 def test_two_readers_racing_for_one_study_get_one_winner(wl: Archive, tmp_path: Path) -> None:

@@ -146,7 +146,7 @@ def live(
         alert_retry_base_seconds=0.5,
         ai_worker_processes=True,  # the AI result is written by another process: the feed reads the database
     )
-    tasks = WorklistTasks(running.archive, interval_seconds=0.2)
+    tasks = WorklistTasks(running.archive, running.worklist_listener, interval_seconds=0.2)
     tasks.start()
     try:
         yield running, receiver

@@ -1,13 +1,18 @@
-"""An archive: settings + index + storage + the ingest service, opened once per process."""
+"""An archive: settings + index + storage + the ingest service + the AI side's hooks, opened once per process.
+
+It carries every per-archive registry (ingest subscribers, AI hooks), so two archives in one
+process never share state; ``radsight.wiring`` subscribes the worklist to both."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from radsight.ai.hooks import AIHooks
 from radsight.config import Settings
 from radsight.index.db import Database
 from radsight.ingest.service import IngestService
+from radsight.storage.base import Storage
 from radsight.storage.filesystem import FileSystemStorage
 
 log = logging.getLogger(__name__)
@@ -17,8 +22,9 @@ log = logging.getLogger(__name__)
 class Archive:
     settings: Settings
     db: Database
-    storage: FileSystemStorage
+    storage: Storage
     ingest: IngestService
+    ai_hooks: AIHooks = field(default_factory=AIHooks)
 
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = True) -> Archive:

@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from radsight.archive import Archive
-    from radsight.ingest.service import StoredEvent
 
 log = logging.getLogger(__name__)
 
@@ -78,48 +77,24 @@ def _die_with_parent(parent_pid: int) -> None:
 def _worker_main(settings_data: dict[str, Any], sock: socket.socket, messages: Any, parent_pid: int) -> None:
     """One extra HTTP process: the application on ``sock`` until SIGTERM/SIGINT."""
     _die_with_parent(parent_pid)
-    from radsight.ai import worker as ai_worker
-    from radsight.ai.stability import is_result_event
-    from radsight.api.app import create_app
+    from radsight import wiring
     from radsight.archive import Archive
     from radsight.config import Settings
-    from radsight.server import UvicornServer, uvicorn_config
-    from radsight.worklist import service as worklist_service
+    from radsight.http_server import UvicornServer, uvicorn_config
+    from radsight.worklist.tasks import WorklistTasks
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     archive = Archive.open(Settings(**settings_data), migrate=False)
-
-    def arrived(event: StoredEvent) -> None:  # on the ingest path: a put into a pipe, nothing more
-        if not is_result_event(event):
-            messages.put(("arrival", event.result.study_instance_uid, event.result.series_instance_uid))
-
-    archive.ingest.subscribe(arrived)
-    ai_worker.add_wake_hook(lambda: messages.put(("wake",)))
-    app = create_app(archive)  # attaches this process's worklist listener
-    stop = threading.Event()
-
-    def flush_worklist() -> None:
-        # The main process's worklist task flushes only its own listener's "study touched" marks.
-        listener = worklist_service.listener_for(archive)
-        while not stop.wait(0.5):
-            try:
-                if listener is not None:
-                    listener.flush_touched()
-            except Exception:
-                log.exception("worklist flush failed; retrying")
-
-    flusher = threading.Thread(target=flush_worklist, name="worklist-flush", daemon=True)
-    flusher.start()
-    server = UvicornServer(uvicorn_config(app, archive))
+    wiring.forward_to_main(archive, messages.put)
+    listener = wiring.subscribe(archive)
+    # This process's own "study touched" marks; the main process does the housekeeping.
+    worklist_tasks = WorklistTasks(archive, listener, housekeeping=False)
+    worklist_tasks.start()
+    server = UvicornServer(uvicorn_config(archive))
     try:
         server.run(sockets=[sock])
     finally:
-        stop.set()
-        flusher.join(2)
-        with contextlib.suppress(Exception):
-            listener = worklist_service.listener_for(archive)
-            if listener is not None:
-                listener.flush_touched()
+        worklist_tasks.stop(2)
         archive.close()
 
 

@@ -6,7 +6,6 @@ queues the study's matching models, like a stable series would, but a finished j
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import TYPE_CHECKING
 
@@ -14,7 +13,7 @@ from sqlalchemy import select
 
 from radsight.ai import jobs, registry
 from radsight.ai.stability import StabilityMonitor
-from radsight.ai.worker import ProcessWorkerPool, WorkerPool, wake_all
+from radsight.ai.worker import ProcessSetup, ProcessWorkerPool, WorkerPool
 from radsight.index.models import AIJob, AIModel, Series, Study
 
 if TYPE_CHECKING:
@@ -34,13 +33,18 @@ class ModelNotFound(LookupError):
 class AIEngine:
     """``start()`` subscribes the stability monitor to ingest and starts ``ai_workers`` threads."""
 
-    def __init__(self, archive: Archive, *, workers: int | None = None) -> None:
+    def __init__(
+        self, archive: Archive, *, workers: int | None = None, process_setup: ProcessSetup | None = None
+    ) -> None:
+        """``process_setup``: run on the archive of each AI worker process (its subscriptions)."""
         self.archive = archive
         n = archive.settings.ai_workers if workers is None else workers
         self.pool: WorkerPool | ProcessWorkerPool = (
-            ProcessWorkerPool(archive, n) if archive.settings.ai_worker_processes else WorkerPool(archive, n)
+            ProcessWorkerPool(archive, n, setup=process_setup)
+            if archive.settings.ai_worker_processes
+            else WorkerPool(archive, n)
         )
-        self.stability = StabilityMonitor(archive, on_queued=lambda _jobs: self.pool.wake())
+        self.stability = StabilityMonitor(archive)
         self._subscribed = False
 
     def start(self) -> None:
@@ -61,14 +65,6 @@ class AIEngine:
         """Stop triggering and claiming; running jobs get ``timeout`` s, then are left to a restart."""
         self.stability.stop()
         self.pool.stop(timeout)
-
-
-def _package_modalities(model: AIModel) -> set[str]:
-    try:
-        meta = json.loads(model.metadata_json)
-        return {str(m).upper() for m in meta.get("input", {}).get("modality", [])}
-    except (ValueError, AttributeError):
-        return set()
 
 
 def request_run(
@@ -103,23 +99,9 @@ def request_run(
             if named is None or m.name == named.name:
                 plan.append((series_uid, m))
     if named is not None and not plan:
-        accepted = _package_modalities(named)
+        accepted = {m.upper() for m in registry.package_metadata(named).input.modality}
         for series_uid, modality in series_rows:
             facts = routing.series_facts(archive, series_uid)
             if (modality or "").upper() in accepted and not routing.is_ai_result(facts):
                 plan.append((series_uid, named))
-    with archive.db.session() as s:
-        queued = [
-            jobs.enqueue(
-                s,
-                study_instance_uid=study_instance_uid,
-                series_instance_uid=series_uid,
-                model=m,
-                trigger=trigger,
-                max_attempts=archive.settings.ai_job_max_attempts,
-            )
-            for series_uid, m in plan
-        ]
-        s.commit()
-    wake_all()
-    return queued
+    return jobs.queue(archive, study_instance_uid, plan, trigger=trigger)

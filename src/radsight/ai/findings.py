@@ -6,14 +6,15 @@ Decisions never delete: a rejected finding stays, marked rejected, with who and 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from radsight.ai.hooks import AIHooks
 from radsight.ai.pipeline import PipelineResult
 from radsight.index.models import AIFinding, AIJob, Instance, Series
+from radsight.index.types import iso, utcnow
 
 Decision = Literal["accepted", "rejected", "pending"]
 DECISIONS: tuple[str, ...] = ("accepted", "rejected", "pending")
@@ -26,7 +27,7 @@ class FindingNotFound(LookupError):
 def record_findings(session: Session, job: AIJob, result: PipelineResult) -> list[AIFinding]:
     """Replace the job's findings with ``result``'s (idempotent for a retried job). Does not commit."""
     session.execute(delete(AIFinding).where(AIFinding.job_pk == job.id))
-    now = datetime.now(UTC)
+    now = utcnow()
     rows: list[AIFinding] = []
     for f in result.findings:
         row = AIFinding(
@@ -80,8 +81,8 @@ def finding_dict(row: AIFinding, series: dict[str, str]) -> dict[str, Any]:
         "location": json.loads(row.location_json or "{}"),
         "status": row.status,
         "decided_by": row.decided_by or None,
-        "decided_at": row.decided_at.isoformat() if row.decided_at else None,
-        "created_at": row.created_at.isoformat() if row.created_at else None,
+        "decided_at": iso(row.decided_at),
+        "created_at": iso(row.created_at),
         "seg_sop_instance_uid": row.seg_sop_instance_uid or None,
         "seg_series_instance_uid": series.get(row.seg_sop_instance_uid),
         "sr_sop_instance_uid": row.sr_sop_instance_uid or None,
@@ -106,8 +107,9 @@ def finding_view(session: Session, row: AIFinding) -> dict[str, Any]:
     return finding_dict(row, result_series(session, sops))
 
 
-def decide(session: Session, finding_id: int, status: Decision, username: str) -> AIFinding:
-    """Record a reader's decision (who and when). Commits."""
+def decide(session: Session, hooks: AIHooks, finding_id: int, status: Decision, username: str) -> AIFinding:
+    """Record a reader's decision (who and when) and tell ``hooks.finding_decided`` in the same
+    transaction (a rejection may lower the study's priority). The caller commits."""
     if status not in DECISIONS:
         raise ValueError(f"status must be one of {', '.join(DECISIONS)}, not {status!r}")
     row = session.get(AIFinding, finding_id)
@@ -115,9 +117,7 @@ def decide(session: Session, finding_id: int, status: Decision, username: str) -
         raise FindingNotFound(f"no finding {finding_id}")
     row.status = status
     row.decided_by = username[:64]
-    row.decided_at = datetime.now(UTC)
-    session.commit()
-    from radsight.worklist import service as worklist_service  # the worklist imports this module
-
-    worklist_service.on_finding_decided(session, row.study_instance_uid)  # a rejection may lower the priority
+    row.decided_at = utcnow()
+    session.flush()
+    hooks.decided(session, row.study_instance_uid)
     return row

@@ -23,8 +23,9 @@ the job's state. Rules that make this safe with many workers:
 - Results carry UIDs derived from the job id, so a re-run after a lost lease stores duplicates
   of what the first run stored, never a second result set.
 
-``enqueue``, ``complete`` and ``fail`` leave the commit to the caller (to join a wider
-transaction); ``claim`` and ``heartbeat`` commit themselves (a claim must be visible at once).
+``queue`` commits its jobs and wakes the workers; ``enqueue``, ``complete`` and ``fail`` leave
+the commit to the caller (to join a wider transaction); ``claim`` and ``heartbeat`` commit
+themselves (a claim must be visible at once).
 """
 
 from __future__ import annotations
@@ -33,13 +34,17 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import and_, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from radsight.index.models import AIJob, AIModel, Series
+from radsight.index.types import iso, utcnow
+
+if TYPE_CHECKING:
+    from radsight.archive import Archive
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 STATES = (QUEUED, RUNNING, DONE, FAILED)
@@ -58,17 +63,6 @@ class JobResult(Protocol):
     sr_sop_instance_uid: str
     pmap_sop_instance_uid: str
     result_series_uids: list[str]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes (the UTC wall time we stored): make them UTC-aware."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
 
 
 def _claimable(now: datetime) -> Any:
@@ -122,12 +116,12 @@ def enqueue(
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
     series_updated: datetime | None = None
     if series_instance_uid is not None:
-        series_updated = aware(
-            session.scalar(select(Series.updated_at).where(Series.series_instance_uid == series_instance_uid))
+        series_updated = session.scalar(
+            select(Series.updated_at).where(Series.series_instance_uid == series_instance_uid)
         )
     rows = select(AIJob).where(*same).order_by(AIJob.id.desc()).execution_options(populate_existing=True)
     for job in session.scalars(rows):
-        started = aware(job.started_at)
+        started = job.started_at
         saw_everything = started is not None and (series_updated is None or started >= series_updated)
         if job.state == QUEUED:
             return job
@@ -155,6 +149,30 @@ def enqueue(
     session.add(job)
     session.flush()
     return job
+
+
+def queue(
+    archive: Archive, study_instance_uid: str, plan: Sequence[tuple[str, AIModel]], *, trigger: str
+) -> list[AIJob]:
+    """``enqueue`` each (series, model) of ``plan`` in one transaction, commit, then tell
+    ``archive.ai_hooks.job_queued`` (the workers wake at once instead of at their next poll)."""
+    if not plan:
+        return []
+    with archive.db.session() as s:
+        queued = [
+            enqueue(
+                s,
+                study_instance_uid=study_instance_uid,
+                series_instance_uid=series_uid,
+                model=model,
+                trigger=trigger,
+                max_attempts=archive.settings.ai_job_max_attempts,
+            )
+            for series_uid, model in plan
+        ]
+        s.commit()
+    archive.ai_hooks.queued()
+    return queued
 
 
 # -- workers --------------------------------------------------------------------------
@@ -381,10 +399,6 @@ class JobView:
 
     @classmethod
     def of(cls, job: AIJob) -> JobView:
-        def iso(value: datetime | None) -> str | None:
-            v = aware(value)
-            return v.isoformat() if v is not None else None
-
         return cls(
             id=job.id,
             study_instance_uid=job.study_instance_uid,

@@ -16,7 +16,6 @@ import tempfile
 import threading
 import uuid
 import zipfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import select
@@ -26,6 +25,7 @@ from sqlalchemy.orm import Session
 from radsight.ai.package import ModelMetadata, ModelPackage, ModelPackageError, load_package, unpack_package
 from radsight.archive import Archive
 from radsight.index.models import AIModel
+from radsight.index.types import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,18 @@ def models_dir(archive: Archive) -> Path:
 
 
 def package_metadata(model: AIModel) -> ModelMetadata:
-    """The validated metadata recorded at install."""
+    """The validated metadata recorded at install (the one reader of ``AIModel.metadata_json``)."""
     return ModelMetadata.model_validate_json(model.metadata_json)
+
+
+def urgency_thresholds(model: AIModel) -> dict[str, dict[str, float]]:
+    """Label name -> {worklist level: probability threshold}; ``{}`` if the recorded metadata is unreadable."""
+    try:
+        labels = package_metadata(model).labels
+    except ValueError:  # pydantic's ValidationError: a row written by another version
+        log.warning("model %s: recorded metadata unreadable; no urgency thresholds", model.name)
+        return {}
+    return {lab.name: {str(k): float(v) for k, v in lab.urgency.items()} for lab in labels}
 
 
 def list_models(session: Session) -> list[AIModel]:
@@ -153,7 +163,7 @@ def _install_loaded(archive: Archive, pkg: ModelPackage, *, replace: bool) -> AI
         row.package_dir = str(dest)
         row.metadata_json = meta.model_dump_json()
         row.enabled = True
-        row.added_at = datetime.now(UTC)
+        row.added_at = utcnow()
         try:
             s.commit()
         except IntegrityError as exc:  # another request installed the same name meanwhile

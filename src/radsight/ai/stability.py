@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -25,6 +24,7 @@ from sqlalchemy import select
 
 from radsight.ai import jobs
 from radsight.index.models import AIJob, Series, Study
+from radsight.index.types import utcnow
 from radsight.ingest.service import StoredEvent
 
 if TYPE_CHECKING:
@@ -61,22 +61,7 @@ def queue_models_for_series(
         models = routing.route_series(archive, series_instance_uid, table)
     except LookupError:
         return []
-    if not models:
-        return []
-    with archive.db.session() as s:
-        queued = [
-            jobs.enqueue(
-                s,
-                study_instance_uid=study_instance_uid,
-                series_instance_uid=series_instance_uid,
-                model=m,
-                trigger=trigger,
-                max_attempts=archive.settings.ai_job_max_attempts,
-            )
-            for m in models
-        ]
-        s.commit()
-    return queued
+    return jobs.queue(archive, study_instance_uid, [(series_instance_uid, m) for m in models], trigger=trigger)
 
 
 class StabilityMonitor:
@@ -87,11 +72,9 @@ class StabilityMonitor:
         archive: Archive,
         *,
         stable_seconds: float | None = None,
-        on_queued: Callable[[list[AIJob]], object] | None = None,
     ) -> None:
         self.archive = archive
         self.stable_seconds = stable_seconds if stable_seconds is not None else archive.settings.ai_stable_seconds
-        self.on_queued = on_queued
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -132,8 +115,7 @@ class StabilityMonitor:
         if not stable:
             return queued
         try:
-            # Read once per pass, not per series (with many short series turning stable together
-            # it was ~9% of the server's GIL time under STOW-RS load): a model or rule changed
+            # Read once per pass, not per series (docs/benchmarks.md): a model or rule changed
             # now applies from the next pass, a fraction of stable_seconds later.
             table = routing.routing_table(self.archive)
         except Exception:
@@ -147,8 +129,6 @@ class StabilityMonitor:
             except Exception:
                 log.exception("queueing models for stable series %s failed; will try again", series_uid)
                 self._retry_later(study_uid, series_uid)
-        if queued and self.on_queued is not None:
-            self.on_queued(queued)
         return queued
 
     def _retry_later(self, study_uid: str, series_uid: str) -> None:
@@ -161,7 +141,7 @@ class StabilityMonitor:
         hours = self.archive.settings.ai_recover_hours
         if hours <= 0:
             return 0
-        since = jobs.utcnow() - timedelta(hours=hours)
+        since = utcnow() - timedelta(hours=hours)
         with self.archive.db.session() as s:
             rows = s.execute(
                 select(Study.study_instance_uid, Series.series_instance_uid, Series.modality, Series.series_description)

@@ -8,19 +8,20 @@ n workers share the machine's cores instead of oversubscribing them, and each po
 installed models' sessions when it starts (``warm_up``), not at the first study.
 
 One job: ``registry.get_package`` -> ``pipeline.run_model`` -> in ONE transaction
-``findings.record_findings`` + ``jobs.complete``. An exception becomes ``jobs.fail`` (retried
-with back-off). A stopping pool leaves its running jobs with an expired lease: the next start
-(or another worker) runs them again, and because result UIDs derive from the job id the re-run
-can only store duplicates, never a second result set.
+``findings.record_findings`` + the ``Archive.ai_hooks.job_recorded`` subscribers +
+``jobs.complete``. An exception becomes ``jobs.fail`` (retried with back-off). A stopping
+pool leaves its running jobs with an expired lease: the next start (or another worker) runs
+them again, and because result UIDs derive from the job id the re-run can only store
+duplicates, never a second result set.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import threading
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,7 @@ from sqlalchemy import update
 from radsight.ai import jobs
 from radsight.ai.package import ModelPackageError
 from radsight.index.models import AIJob
-from radsight.worklist import service as worklist_service
+from radsight.index.types import utcnow
 
 if TYPE_CHECKING:
     from radsight.archive import Archive
@@ -37,28 +38,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Execute = Callable[["Archive", AIJob], Any]
+ProcessSetup = Callable[["Archive"], object]
+"""Run in each worker process on its archive before it takes jobs (the composition root's subscriptions).
+A module-level function: it is pickled by name for the spawned process."""
 Record = Callable[[Any, AIJob, Any], object]
-
-_pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
-_wake_hooks: list[Callable[[], object]] = []
-
-
-def add_wake_hook(hook: Callable[[], object]) -> None:
-    """Also call ``hook`` on ``wake_all``: how a process without pools (an extra HTTP process of
-    ``radsight serve``) passes the wake-up on to the main process's pool."""
-    _wake_hooks.append(hook)
-
-
-def wake_all() -> None:
-    """Tell this process's pools that a job was queued (they also poll the database)."""
-    for pool in list(_pools):
-        pool.wake()
-    for hook in list(_wake_hooks):
-        try:
-            hook()
-        except Exception:
-            log.exception("passing an AI wake-up on failed (the pool polls the database anyway)")
-
 
 def intra_op_threads(workers: int, cores: int | None = None) -> int:
     """ONNX Runtime threads per worker so that ``workers`` sessions fill the cores, no more."""
@@ -149,8 +132,7 @@ def run_claimed(
     with archive.db.session() as s:
         try:
             record(s, job, result)
-            # Same transaction: the study's priority, its ai-result event and a critical alert.
-            worklist_service.on_job_recorded(settings, s, job)
+            archive.ai_hooks.recorded(s, job)  # same transaction (the worklist's priority, event, alert)
             jobs.complete(s, job, result)
             s.commit()
         except jobs.LeaseLost:
@@ -196,7 +178,7 @@ class WorkerPool:
         from radsight.ai import inference
 
         self._stop.clear()
-        _pools.add(self)
+        self.archive.ai_hooks.job_queued.append(self.wake)
         inference.configure(intra_op_threads=self.onnx_threads)
         if self.n:
             threading.Thread(target=self._warm_up, name="ai-warm-up", daemon=True).start()
@@ -215,7 +197,8 @@ class WorkerPool:
         for t in self._threads:
             t.join(timeout)
         self._threads = []
-        _pools.discard(self)
+        with contextlib.suppress(ValueError):
+            self.archive.ai_hooks.job_queued.remove(self.wake)
         with self._held_lock:
             held = dict(self._held)
         if held:
@@ -225,7 +208,7 @@ class WorkerPool:
                     s.execute(
                         update(AIJob)
                         .where(AIJob.id == job_id, AIJob.state == jobs.RUNNING, AIJob.worker == worker_id)
-                        .values(lease_expires_at=jobs.utcnow())
+                        .values(lease_expires_at=utcnow())
                     )
                 s.commit()
             log.warning("stopped with %d job(s) running: %s; they will run again", len(held), sorted(held))
@@ -299,7 +282,8 @@ class WorkerPool:
 
 
 def _process_main(
-    settings_data: dict[str, Any], stop: Any, wake: Any, poll_seconds: float, threads: int, server_pid: int
+    settings_data: dict[str, Any], stop: Any, wake: Any, poll_seconds: float, threads: int, server_pid: int,
+    setup: ProcessSetup | None,
 ) -> None:
     """A worker process: its own archive connection and a one-thread pool, until ``stop`` is set."""
     from radsight.archive import Archive
@@ -307,6 +291,8 @@ def _process_main(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     archive = Archive.open(Settings(**settings_data), migrate=False)
+    if setup is not None:
+        setup(archive)
     pool = WorkerPool(archive, 1, poll_seconds=poll_seconds, onnx_threads=threads)
     pool.start()
     try:
@@ -331,12 +317,15 @@ class ProcessWorkerPool:
     exactly like a remote (Celery) worker would.
     """
 
-    def __init__(self, archive: Archive, n: int, *, poll_seconds: float = 1.0) -> None:
+    def __init__(
+        self, archive: Archive, n: int, *, poll_seconds: float = 1.0, setup: ProcessSetup | None = None
+    ) -> None:
         import multiprocessing
 
         self.archive = archive
         self.n = n
         self.poll_seconds = poll_seconds
+        self.setup = setup
         self._ctx = multiprocessing.get_context("spawn")  # no fork of a threaded server
         self._stop = self._ctx.Event()
         self._wake = self._ctx.Event()
@@ -344,9 +333,9 @@ class ProcessWorkerPool:
 
     def start(self) -> None:
         self._stop.clear()
-        _pools.add(self)  # type: ignore[arg-type]
+        self.archive.ai_hooks.job_queued.append(self.wake)
         data = self.archive.settings.model_dump()
-        args = (data, self._stop, self._wake, self.poll_seconds, intra_op_threads(self.n), os.getpid())
+        args = (data, self._stop, self._wake, self.poll_seconds, intra_op_threads(self.n), os.getpid(), self.setup)
         for i in range(self.n):
             p = self._ctx.Process(
                 target=_process_main, args=args,
@@ -361,7 +350,8 @@ class ProcessWorkerPool:
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the processes to stop; one still busy after ``timeout`` is killed and its jobs released."""
         self._stop.set()
-        _pools.discard(self)  # type: ignore[arg-type]
+        with contextlib.suppress(ValueError):
+            self.archive.ai_hooks.job_queued.remove(self.wake)
         killed: list[int] = []
         for p in self._procs:
             p.join(timeout)
@@ -377,7 +367,7 @@ class ProcessWorkerPool:
                     s.execute(
                         update(AIJob)
                         .where(AIJob.state == jobs.RUNNING, AIJob.worker.like(f"{host}:{pid}:%"))
-                        .values(lease_expires_at=jobs.utcnow())
+                        .values(lease_expires_at=utcnow())
                     )
                 s.commit()
             log.warning("killed busy AI worker process(es) %s; their jobs will run again", killed)

@@ -1,4 +1,7 @@
-"""The HTTP application: REST API, DICOMweb, WADO-URI, login, and (later) the viewer."""
+"""The HTTP application: REST API, DICOMweb, WADO-URI, login and the viewer.
+
+``create_app`` only builds the application: it starts nothing and subscribes nothing
+(``radsight.server`` and ``radsight.wiring`` do)."""
 
 from __future__ import annotations
 
@@ -19,14 +22,12 @@ from radsight.api.auth import Authenticator
 from radsight.archive import Archive
 from radsight.dicomweb import router as dicomweb_router
 from radsight.dicomweb import wado_uri_router
-from radsight.worklist import service as worklist_service
 
 
 def create_app(archive: Archive) -> FastAPI:
     app = FastAPI(title="RadSight", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.archive = archive
     app.state.authenticator = Authenticator()
-    worklist_service.attach(archive)  # rows for arriving studies; see radsight.worklist
     if archive.settings.cors_origins:
         # Middleware, so that pre-flight OPTIONS requests are answered without credentials;
         # the requests themselves still authenticate (Basic or Bearer header, no cookies).

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, status
 from pydantic import BaseModel
 
 from radsight.ai import findings
-from radsight.api.deps import CurrentUser, SessionDep, get_current_user
+from radsight.api.deps import ArchiveDep, CurrentUser, SessionDep, get_current_user
 
 router = APIRouter(prefix="/api", dependencies=[Depends(get_current_user)], tags=["ai"])
 
@@ -24,10 +24,13 @@ def study_findings(study_instance_uid: str, session: SessionDep) -> list[dict[st
 
 
 @router.post("/findings/{finding_id}/decision")
-def decide_finding(finding_id: int, body: DecisionRequest, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
+def decide_finding(
+    finding_id: int, body: DecisionRequest, session: SessionDep, user: CurrentUser, archive: ArchiveDep
+) -> dict[str, Any]:
     """Accept, reject or reset a finding; the user and the time are stored with it."""
     try:
-        row = findings.decide(session, finding_id, body.status, user.username)
+        row = findings.decide(session, archive.ai_hooks, finding_id, body.status, user.username)
+        session.commit()
     except findings.FindingNotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     return findings.finding_view(session, row)

@@ -12,7 +12,6 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -21,6 +20,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from radsight.index.types import UTCDateTime
 
 
 class Base(DeclarativeBase):
@@ -66,8 +67,8 @@ class Study(Base):
     modalities_in_study: Mapped[str] = mapped_column(String(128), default="")
     number_of_series: Mapped[int] = mapped_column(Integer, default=0)
     number_of_instances: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
     patient: Mapped[Patient] = relationship(back_populates="studies")
     series: Mapped[list[Series]] = relationship(back_populates="study")
@@ -88,8 +89,8 @@ class Series(Base):
     performed_procedure_step_start_date: Mapped[str] = mapped_column(String(8), default="")
     performed_procedure_step_start_time: Mapped[str] = mapped_column(String(16), default="")
     number_of_instances: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     study: Mapped[Study] = relationship(back_populates="series")
     instances: Mapped[list[Instance]] = relationship(back_populates="series")
@@ -116,7 +117,7 @@ class Instance(Base):
     metadata_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     received_via: Mapped[str] = mapped_column(String(16), default="")
     calling_ae_title: Mapped[str] = mapped_column(String(16), default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     series: Mapped[Series] = relationship(back_populates="instances")
 
@@ -131,7 +132,7 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(32), default="admin")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class ApiToken(Base):
@@ -141,8 +142,8 @@ class ApiToken(Base):
     # SHA-256 of the token: a leaked database does not leak usable tokens.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     user_pk: Mapped[int] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"), index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     user: Mapped[User] = relationship()
 
@@ -175,7 +176,7 @@ class AIModel(Base):
     package_dir: Mapped[str] = mapped_column(String(1024))
     metadata_json: Mapped[str] = mapped_column(Text)
     enabled: Mapped[bool] = mapped_column(default=True)
-    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class AIJob(Base):
@@ -198,14 +199,14 @@ class AIJob(Base):
     state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
-    next_run_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    next_run_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     worker: Mapped[str] = mapped_column(String(128), default="")
     error: Mapped[str] = mapped_column(Text, default="")
     result_json: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class AIFinding(Base):
@@ -229,8 +230,8 @@ class AIFinding(Base):
     pmap_sop_instance_uid: Mapped[str] = mapped_column(UID, default="")
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | accepted | rejected
     decided_by: Mapped[str] = mapped_column(String(64), default="")
-    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class AIRoutingRule(Base):
@@ -276,15 +277,15 @@ class WorklistStudy(Base):
     priority_reason: Mapped[str] = mapped_column(String(255), default="")
     status: Mapped[str] = mapped_column(String(16), default="unread")  # unread | in_progress | read
     claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    claim_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    claim_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     signed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    signed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    arrived_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    ai_result_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    alerted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    first_opened_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    signed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    arrived_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ai_result_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    alerted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    first_opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 Index(
@@ -311,14 +312,14 @@ class WorklistAlert(Base):
     model_version: Mapped[str] = mapped_column(String(16), default="")
     label: Mapped[str] = mapped_column(String(64), default="")
     probability: Mapped[float | None] = mapped_column(nullable=True)
-    raised_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    raised_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     acknowledged_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     webhook_state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | delivered | failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_error: Mapped[str] = mapped_column(Text, default="")
-    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     __table_args__ = (
         UniqueConstraint("study_instance_uid", "model_name", "label", name="uq_worklist_alert_finding"),
@@ -339,4 +340,4 @@ class WorklistEvent(Base):
     type: Mapped[str] = mapped_column(String(32))
     study_instance_uid: Mapped[str] = mapped_column(UID, default="")
     payload_json: Mapped[str] = mapped_column(Text, default="{}")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -48,3 +48,9 @@ class Storage(Protocol):
     def spool_dir(self) -> Path:
         """A directory on the same file system for temporary files that may be moved in."""
         ...
+
+    def clean_spool(self) -> int:
+        """Remove temporary files no live process owns (an earlier stop's); how many were removed."""
+        ...
+
+    def close(self) -> None: ...

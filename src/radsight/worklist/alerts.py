@@ -13,7 +13,7 @@ finding, no patient name; logs carry only the alert id.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -21,8 +21,8 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from radsight.ai.jobs import aware
 from radsight.index.models import Study, WorklistAlert, WorklistStudy
+from radsight.index.types import iso, utcnow
 from radsight.worklist import events
 from radsight.worklist.priority import AIPriority, level_name
 
@@ -38,9 +38,6 @@ class AlertNotFound(LookupError):
     pass
 
 
-def _iso(value: datetime | None) -> str | None:
-    v = aware(value)
-    return v.isoformat() if v else None
 
 
 def alert_dict(a: WorklistAlert) -> dict[str, Any]:
@@ -53,15 +50,15 @@ def alert_dict(a: WorklistAlert) -> dict[str, Any]:
         "model_version": a.model_version,
         "label": a.label,
         "probability": a.probability,
-        "raised_at": _iso(a.raised_at),
-        "acknowledged_at": _iso(a.acknowledged_at),
+        "raised_at": iso(a.raised_at),
+        "acknowledged_at": iso(a.acknowledged_at),
         "acknowledged_by": a.acknowledged_by,
         "webhook": {
             "state": a.webhook_state,
             "attempts": a.attempts,
-            "next_attempt_at": _iso(a.next_attempt_at) if a.webhook_state == PENDING else None,
+            "next_attempt_at": iso(a.next_attempt_at) if a.webhook_state == PENDING else None,
             "last_error": a.last_error or None,
-            "delivered_at": _iso(a.delivered_at),
+            "delivered_at": iso(a.delivered_at),
         },
     }
 
@@ -77,7 +74,7 @@ def raise_alert(session: Session, row: WorklistStudy, ai: AIPriority) -> Worklis
     )
     if existing is not None:
         return None
-    now = datetime.now(UTC)
+    now = utcnow()
     alert = WorklistAlert(
         study_instance_uid=row.study_instance_uid,
         level=level_name(ai.level),
@@ -118,7 +115,7 @@ def acknowledge(session: Session, alert_id: int, username: str) -> WorklistAlert
     if alert is None:
         raise AlertNotFound(f"no alert {alert_id}")
     if alert.acknowledged_at is None:
-        alert.acknowledged_at = datetime.now(UTC)
+        alert.acknowledged_at = utcnow()
         alert.acknowledged_by = username[:64]
         events.append(session, events.ALERT_ACKNOWLEDGED, alert.study_instance_uid, {"alert_id": alert.id})
         session.commit()
@@ -144,7 +141,7 @@ def deliver_due(archive: Archive, client: httpx.Client | None = None, now: datet
     url = settings.alert_webhook_url
     if not url:
         return 0
-    now = now or datetime.now(UTC)
+    now = now or utcnow()
     with archive.db.session() as s:
         due = s.execute(
             select(WorklistAlert.id, WorklistAlert.next_attempt_at)
@@ -167,7 +164,7 @@ def deliver_due(archive: Archive, client: httpx.Client | None = None, now: datet
 
 def _deliver_one(archive: Archive, http: httpx.Client, url: str, alert_id: int, when: datetime) -> bool:
     settings = archive.settings
-    now = datetime.now(UTC)
+    now = utcnow()
     # Take this attempt: push the next attempt past the request's time-out; only one sender wins.
     lease = now + timedelta(seconds=settings.alert_webhook_timeout_seconds + 30)
     with archive.db.session() as s:
@@ -193,7 +190,7 @@ def _deliver_one(archive: Archive, http: httpx.Client, url: str, alert_id: int, 
             error = f"HTTP {response.status_code}"
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}"
-    done = datetime.now(UTC)
+    done = utcnow()
     with archive.db.session() as s:
         alert = s.get(WorklistAlert, alert_id)
         assert alert is not None

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Table, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from radsight.index.models import WorklistEvent
+from radsight.index.types import utcnow
 
 STUDY_ADDED = "study-added"
 STUDY_UPDATED = "study-updated"
@@ -47,7 +48,7 @@ def append(session: Session, type_: str, study_instance_uid: str, payload: dict[
             type=type_,
             study_instance_uid=study_instance_uid,
             payload_json=json.dumps(payload or {}),
-            created_at=datetime.now(UTC),
+            created_at=utcnow(),
         )
     )
 
@@ -59,7 +60,7 @@ def append_row(conn: Connection, type_: str, study_instance_uid: str, payload: d
     table: Table = WorklistEvent.__table__  # type: ignore[assignment]
     conn.execute(insert(table), {
         "type": type_, "study_instance_uid": study_instance_uid, "payload_json": json.dumps(payload or {}),
-        "created_at": datetime.now(UTC),
+        "created_at": utcnow(),
     })
 
 
@@ -76,7 +77,7 @@ def latest_id(session: Session) -> int:
 
 def prune(session: Session, older_than: timedelta) -> int:
     """Remove events older than ``older_than`` (a client that far behind reloads the list). Commits."""
-    cutoff = datetime.now(UTC) - older_than
+    cutoff = utcnow() - older_than
     # Keep the newest row whatever its age: SQLite reuses the largest rowid once it is deleted.
     newest = latest_id(session)
     n = session.execute(

@@ -23,7 +23,6 @@ Rules (all configurable in ``Settings``, see ``Rules.from_settings``):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -113,18 +112,6 @@ class AIPriority:
     def reason(self) -> str:
         level = level_name(self.level).capitalize()
         return f"{level}: {self.label} {self.probability:.2f}, {self.model} v{self.model_version}"
-
-
-def urgency_thresholds(metadata_json: str) -> dict[str, dict[str, float]]:
-    """Label name -> {level: probability threshold} from a model package's metadata JSON."""
-    try:
-        meta = json.loads(metadata_json)
-        return {
-            str(lab["name"]): {str(k): float(v) for k, v in (lab.get("urgency") or {}).items()}
-            for lab in meta.get("labels", [])
-        }
-    except (ValueError, TypeError, KeyError, AttributeError):
-        return {}
 
 
 def finding_level(probability: float | None, thresholds: Mapping[str, float]) -> int | None:

@@ -11,16 +11,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, func, literal, or_, select
 from sqlalchemy.orm import Session
 
-from radsight.ai.jobs import aware
 from radsight.index.models import Study, WorklistAlert, WorklistStudy
+from radsight.index.types import iso, utcnow
 from radsight.worklist.priority import Rules, level_name, level_number, score
-from radsight.worklist.service import IN_PROGRESS, READ, STATUSES, UNREAD, effective_status, lapsed_claim_filter
+from radsight.worklist.rows import IN_PROGRESS, READ, STATUSES, UNREAD
+from radsight.worklist.service import effective_status, lapsed_claim_filter
 
 _MODALITY = re.compile(r"^[A-Z0-9_]{1,16}$")
 
@@ -98,16 +99,13 @@ def _where(stmt: Select[WorklistStudy, Study], f: Filters, now: datetime) -> Sel
     return stmt
 
 
-def _iso(value: datetime | None) -> str | None:
-    v = aware(value)
-    return v.isoformat() if v else None
 
 
 def item_dict(
     row: WorklistStudy, study: Study | None, alert: WorklistAlert | None, rules: Rules, now: datetime
 ) -> dict[str, Any]:
     status, claimed_by, claimed_at = effective_status(row, now)
-    arrived = aware(row.arrived_at) or now
+    arrived = row.arrived_at or now
     return {
         "StudyInstanceUID": row.study_instance_uid,
         "priority": level_name(row.priority_level),
@@ -115,11 +113,11 @@ def item_dict(
         "reason": row.priority_reason,
         "status": status,
         "claimed_by": claimed_by,
-        "claimed_at": _iso(claimed_at),
-        "claim_expires_at": _iso(row.claim_expires_at) if claimed_by else None,
+        "claimed_at": iso(claimed_at),
+        "claim_expires_at": iso(row.claim_expires_at) if claimed_by else None,
         "signed_by": row.signed_by,
-        "signed_at": _iso(row.signed_at),
-        "arrived_at": _iso(arrived),
+        "signed_at": iso(row.signed_at),
+        "arrived_at": iso(arrived),
         "order_priority": row.order_priority,
         "PatientName": study.patient_name if study else "",
         "PatientID": study.patient_id if study else "",
@@ -143,8 +141,8 @@ def item_dict(
         else {
             "id": alert.id,
             "level": alert.level,
-            "raised_at": _iso(alert.raised_at),
-            "acknowledged_at": _iso(alert.acknowledged_at),
+            "raised_at": iso(alert.raised_at),
+            "acknowledged_at": iso(alert.acknowledged_at),
             "acknowledged_by": alert.acknowledged_by,
         },
     }
@@ -171,7 +169,7 @@ def items_for(
     session: Session, uids: Sequence[str], rules: Rules, now: datetime | None = None
 ) -> dict[str, dict[str, Any]]:
     """The current item of each study in ``uids`` that the worklist holds."""
-    now = now or datetime.now(UTC)
+    now = now or utcnow()
     if not uids:
         return {}
     rows = session.execute(
@@ -187,7 +185,7 @@ def worklist(
     session: Session, filters: Filters, rules: Rules, *, limit: int = 100, offset: int = 0, now: datetime | None = None
 ) -> tuple[int, list[dict[str, Any]]]:
     """(total matching, the page of items in worklist order)."""
-    now = now or datetime.now(UTC)
+    now = now or utcnow()
     base = select(WorklistStudy, Study).join(
         Study, Study.study_instance_uid == WorklistStudy.study_instance_uid, isouter=True
     )

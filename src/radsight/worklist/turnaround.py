@@ -13,8 +13,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from radsight.ai.jobs import aware
 from radsight.index.models import WorklistStudy
+from radsight.index.types import iso
 from radsight.worklist.priority import LEVELS, level_name
 
 
@@ -29,15 +29,12 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 
 def _minutes(start: datetime | None, end: datetime | None) -> float | None:
-    a, b = aware(start), aware(end)
+    a, b = start, end
     if a is None or b is None:
         return None
     return round((b - a).total_seconds() / 60.0, 3)
 
 
-def _iso(value: datetime | None) -> str | None:
-    v = aware(value)
-    return v.isoformat() if v else None
 
 
 def _summary(values: list[float]) -> dict[str, Any]:
@@ -73,11 +70,11 @@ def turnaround(session: Session, since: datetime | None = None, until: datetime 
                 "priority": level,
                 "order_priority": r.order_priority,
                 "status": r.status,
-                "arrived_at": _iso(r.arrived_at),
-                "ai_result_at": _iso(r.ai_result_at),
-                "alerted_at": _iso(r.alerted_at),
-                "first_opened_at": _iso(r.first_opened_at),
-                "signed_at": _iso(r.signed_at),
+                "arrived_at": iso(r.arrived_at),
+                "ai_result_at": iso(r.ai_result_at),
+                "alerted_at": iso(r.alerted_at),
+                "first_opened_at": iso(r.first_opened_at),
+                "signed_at": iso(r.signed_at),
                 "signed_by": r.signed_by,
                 "minutes": times,
             }
@@ -94,8 +91,8 @@ def turnaround(session: Session, since: datetime | None = None, until: datetime 
         for level in reversed(LEVELS)
     }
     return {
-        "since": _iso(since),
-        "until": _iso(until),
+        "since": iso(since),
+        "until": iso(until),
         "unit": "minutes",
         "summary": summary,
         "studies": studies,
