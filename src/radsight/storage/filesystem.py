@@ -173,7 +173,7 @@ class FileSystemStorage:
         """Store ``data`` (a whole object received into memory) under a new key, durably.
 
         Paths as plain strings (os.path), not Path objects: this runs once per STOW-RS
-        instance, and building and converting Path objects was ~3% of the server's time.
+        instance (the cost is in docs/benchmarks.md).
         """
         name = uuid.uuid4().hex
         folder = f"{self._root_str}/{self._day()}/{name[:2]}"
