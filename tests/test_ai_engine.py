@@ -36,6 +36,7 @@ from radsight.ai.worker import WorkerPool
 from radsight.archive import Archive
 from radsight.cli import app
 from radsight.index.models import AIFinding, AIJob
+from radsight.index.types import utcnow
 
 STABLE_SECONDS = 1.0
 
@@ -382,7 +383,7 @@ def test_engine_stop_leaves_a_running_job_to_the_next_start(
         release.set()
         held = job_state(archive, job_id)
         assert held.state == jobs.RUNNING and held.result_json is None
-        assert jobs.aware(held.lease_expires_at) <= jobs.utcnow()  # type: ignore[operator]
+        assert held.lease_expires_at is not None and held.lease_expires_at <= utcnow()  # UTC-aware on every database
         restarted = AIEngine(archive, workers=1)
         restarted.pool.execute = execute_job
         restarted.start()

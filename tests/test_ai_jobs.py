@@ -25,6 +25,7 @@ from radsight.ai.worker import WorkerPool
 from radsight.archive import Archive
 from radsight.datasets.ct import nifti_to_ct_series
 from radsight.index.models import AIFinding, AIJob, AIModel, Instance, Series, Study
+from radsight.index.types import utcnow
 
 SMALL_CT = "ct/totalsegmentator/example_ct_sm.nii.gz"
 
@@ -232,7 +233,7 @@ def test_postgres_skip_locked_lets_a_second_connection_past_a_locked_row(archive
 
 def test_an_expired_lease_is_taken_again_and_the_old_worker_loses_it(archive: Archive, model: AIModel) -> None:
     (job_id,) = _queue(archive, model, 1)
-    now = jobs.utcnow()
+    now = utcnow()
     with archive.db.session() as s:
         a = jobs.claim(s, "worker-a", 10, now=now)
         assert a is not None and a.id == job_id and a.attempts == 1
@@ -256,7 +257,7 @@ def test_an_expired_lease_is_taken_again_and_the_old_worker_loses_it(archive: Ar
 
 def test_failures_retry_with_backoff_then_fail_with_the_reason(archive: Archive, model: AIModel) -> None:
     (job_id,) = _queue(archive, model, 1, max_attempts=3)
-    t = jobs.utcnow()
+    t = utcnow()
     base = 10.0
     with archive.db.session() as s:
         for attempt, wait in ((1, base), (2, 2 * base)):
@@ -280,7 +281,7 @@ def test_failures_retry_with_backoff_then_fail_with_the_reason(archive: Archive,
 
 def test_a_worker_lost_on_the_last_attempt_fails_the_job(archive: Archive, model: AIModel) -> None:
     (job_id,) = _queue(archive, model, 1, max_attempts=1)
-    now = jobs.utcnow()
+    now = utcnow()
     with archive.db.session() as s:
         assert jobs.claim(s, "dies", 5, now=now) is not None
         assert jobs.claim(s, "w2", 5, now=now + timedelta(seconds=6)) is None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, apply_windowing
+from pydicom.pixels.processing import apply_color_lut, apply_modality_lut, apply_voi, apply_windowing
 
 from radsight.imaging.decode import decoded_photometric
 
@@ -117,11 +117,11 @@ def _to_display_gray(arr: np.ndarray, header: Dataset, window: Window | None) ->
 def _to_display_colour(arr: np.ndarray, header: Dataset) -> np.ndarray:
     photometric = decoded_photometric(header)
     if photometric == "PALETTE COLOR":
-        rgb = np.asarray(apply_color_lut(arr, header))
-        return (rgb >> 8).astype(np.uint8) if rgb.dtype.itemsize > 1 else rgb.astype(np.uint8)
+        rgb: np.ndarray = np.asarray(apply_color_lut(arr, header))
+        return np.right_shift(rgb, 8).astype(np.uint8) if rgb.dtype.itemsize > 1 else rgb.astype(np.uint8)
     if arr.dtype.itemsize > 1:
         bits = int(header.get("BitsStored", 16) or 16)
-        return np.clip(arr.astype(np.int64) >> max(bits - 8, 0), 0, 255).astype(np.uint8)
+        return np.clip(np.right_shift(arr.astype(np.int64), max(bits - 8, 0)), 0, 255).astype(np.uint8)
     return arr.astype(np.uint8)
 
 

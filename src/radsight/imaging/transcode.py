@@ -16,7 +16,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
-from pydicom.pixels import decompress
+from pydicom.pixels.utils import decompress
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
 
 from radsight.imaging.decode import DCMTK_DECODERS, DecodeError, _describe, decompressed_copy, is_encapsulated

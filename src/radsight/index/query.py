@@ -94,7 +94,7 @@ class Kind(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Attr:
     keyword: str
-    column: Any  # an InstrumentedAttribute or a scalar subquery
+    column: ColumnElement[Any]  # an InstrumentedAttribute or a scalar subquery
     kind: Kind
 
 
@@ -306,7 +306,7 @@ class _Matcher:
         longer matches that ASCII letter."""
         return ci and self.sqlite and value.isascii()
 
-    def like(self, col: Any, value: str, *, ci: bool) -> ColumnElement[bool]:
+    def like(self, col: ColumnElement[Any], value: str, *, ci: bool) -> ColumnElement[bool]:
         if self.ascii_ci(value, ci):
             return col.like(_like_pattern(value), escape=_LIKE_ESCAPE)
         if ci:
@@ -315,17 +315,17 @@ class _Matcher:
             return col.op("GLOB")(_glob_pattern(value))
         return col.like(_like_pattern(value), escape=_LIKE_ESCAPE)
 
-    def equal(self, col: Any, value: str, *, ci: bool) -> ColumnElement[bool]:
+    def equal(self, col: ColumnElement[Any], value: str, *, ci: bool) -> ColumnElement[bool]:
         if self.ascii_ci(value, ci):
             return col.collate("NOCASE") == value
         if ci:
             return self.lower(col) == value.lower()
         return col == value
 
-    def one(self, col: Any, value: str, *, ci: bool) -> ColumnElement[bool]:
+    def one(self, col: ColumnElement[Any], value: str, *, ci: bool) -> ColumnElement[bool]:
         return self.like(col, value, ci=ci) if _is_wild(value) else self.equal(col, value, ci=ci)
 
-    def element(self, col: Any, value: str, sep: str, *, ci: bool) -> ColumnElement[bool]:
+    def element(self, col: ColumnElement[Any], value: str, sep: str, *, ci: bool) -> ColumnElement[bool]:
         """``value`` matches the whole column or one ``sep``-separated element of it."""
         fold_in_sql = ci and not self.ascii_ci(value, ci)  # else SQLite's LIKE ignores ASCII case
         if ci:
