@@ -229,7 +229,8 @@ def work_dirs(out: Path) -> tuple[Path, Path]:
 
     root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "radsight"
     run = hashlib.sha256(str(Path(out).resolve()).encode()).hexdigest()[:8]
-    generator = hashlib.sha256(Path(synth_ct.__file__).read_bytes() + repr((SPACING, HU_LOW, HU_HIGH)).encode())
+    sources = b"".join(f.read_bytes() for f in sorted(Path(synth_ct.__file__).parent.glob("*.py")))
+    generator = hashlib.sha256(sources + repr((SPACING, HU_LOW, HU_HIGH)).encode())
     ckpt_dir = root / "checkpoints" / f"{MODEL_NAME}-{run}"
     cache_dir = root / "cache" / f"synth-ct-{generator.hexdigest()[:8]}"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
