@@ -10,7 +10,7 @@ import numpy as np
 
 from radsight.train.synth_ct.params import CaseParams
 
-# Tissue ids painted on the fine grid; label of each (0 = background).
+# Tissues painted on the fine grid; a tissue's id is its index here (labels: generator._LABEL_OF).
 TISSUES = [
     "air",
     "fat",
