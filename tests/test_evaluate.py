@@ -50,11 +50,50 @@ def test_bootstrap_ci_contains_the_point_estimate_and_is_reproducible() -> None:
     y = rng.integers(0, 2, 200)
     p = np.clip(y * 0.35 + rng.random(200) * 0.65, 0, 1)
     point = ev.binary_metrics(y, p, 0.5)
-    ci = ev.bootstrap_ci(y, p, 0.5, resamples=300, seed=3)
+    ci = ev.metrics_ci(y, p, 0.5, resamples=300, seed=3)
     for name in ev.METRICS:
         lo, hi = ci[name]
         assert lo <= point[name] <= hi and hi - lo < 0.3, name
-    assert ev.bootstrap_ci(y, p, 0.5, resamples=300, seed=3) == ci
+    assert ev.metrics_ci(y, p, 0.5, resamples=300, seed=3) == ci
+
+
+def test_bootstrap_ci_of_a_mean_by_hand() -> None:
+    from radsight.train.metrics import mean_ci
+
+    # Two cases 0 and 1: a resample's mean is 0, 0.5 or 1 with chances 1/4, 1/2, 1/4, so the
+    # 2.5th and 97.5th percentiles of 2000 resample means are 0 and 1.
+    assert mean_ci([0.0, 1.0]) == (0.0, 1.0)
+    assert mean_ci([0.7, float("nan")]) == (0.7, 0.7)  # NaN cases are dropped first
+    assert all(np.isnan(mean_ci([float("nan")])))
+
+
+def test_dice_by_hand_through_monai() -> None:
+    from radsight.train.metrics import dice
+
+    pred, truth = np.zeros((2, 3, 4), bool), np.zeros((2, 3, 4), bool)
+    pred[0, 0, :3] = True  # 3 voxels
+    truth[0, 0, 1:] = True  # 4 voxels (3 in this row, 1 below)
+    truth[1, 2, 3] = True
+    assert dice(pred, truth) == pytest.approx(2 * 2 / (3 + 4), abs=1e-12)  # 2 voxels shared
+    assert dice(pred, pred) == 1.0
+    assert dice(pred, np.zeros_like(truth)) == 0.0  # a false positive where the organ is absent
+    assert np.isnan(dice(np.zeros_like(pred), np.zeros_like(truth)))  # absent from both: no score
+
+
+def test_hd95_by_hand_through_monai() -> None:
+    from radsight.train.metrics import hd95
+
+    # A one-voxel-thick row along x (every voxel is on the surface), 2 mm between columns.
+    truth, pred = np.zeros((1, 1, 12), bool), np.zeros((1, 1, 12), bool)
+    truth[0, 0, :4] = True
+    pred[0, 0, :4] = True
+    pred[0, 0, 10] = True  # one stray voxel 7 columns = 14 mm from the truth
+    # Prediction -> truth distances 0, 0, 0, 0, 14 mm: 95th percentile (linear) 0.8 * 14 = 11.2 mm;
+    # truth -> prediction all 0; HD95 is the larger directed one.
+    assert hd95(pred, truth, (1.0, 1.0, 2.0)) == pytest.approx(11.2, abs=1e-5)
+    assert hd95(truth, pred, (1.0, 1.0, 2.0)) == pytest.approx(11.2, abs=1e-5)
+    assert hd95(truth, truth, (1.0, 1.0, 2.0)) == 0.0
+    assert np.isnan(hd95(np.zeros_like(pred), truth, (1.0, 1.0, 2.0)))
 
 
 def test_youden_threshold_separates_separable_scores() -> None:

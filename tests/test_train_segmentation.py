@@ -51,7 +51,7 @@ def test_a_few_training_steps_make_a_package_the_engine_accepts(
     assert all(lab.category.value == "123037004" and not lab.urgency for lab in meta.labels)
     assert (package_dir / "model-card.md").is_file() and (package_dir / "model-card.json").is_file()
     # ONNX Runtime and PyTorch agree on the exported weights.
-    net = segmentation._network()
+    net = segmentation.network()
     net.load_state_dict(torch.load(ckpt_dir / "best.pt", weights_only=False)["model"])
     net.eval()
     x = torch.rand(1, 1, *segmentation.PATCH)
@@ -80,7 +80,7 @@ def test_shipped_package_segments_a_generated_volume() -> None:
     case = generate(seed, z_top=p.dome_z + 40.0, z_length=330.0, slice_thickness=3.0, pixel_spacing=2.8)
     pred = segmentation.segment(package, case.image, case.spacing)
     assert pred.shape == case.labels.shape
-    dice = segmentation._dice_per_label(pred, case.labels)
+    dice = segmentation.dice_per_label(pred, case.labels)
     assert all(dice[name] > 0.8 for name in LABELS.values()), dice
 
 

@@ -3,9 +3,9 @@
 Data flow: :mod:`radsight.train.data` (discover, patient-level split, grey values and the
 serving pre-processing, decoded once into a .npy cache) -> MONAI augmentation -> a compact
 ResNet (:mod:`radsight.train.network`) with a class-weighted BCE loss -> early stopping on
-the validation AUC (checkpoints every epoch, ``--resume``) -> calibration and threshold on
-validation -> ONNX with the CAM in the graph (:mod:`radsight.train.export`) -> package,
-validation metrics, plots and model card.
+the validation AUC (checkpoints every epoch, ``--resume``) -> calibration
+(:mod:`radsight.train.calibration`) and threshold on validation -> ONNX with the CAM in the
+graph (:mod:`radsight.train.export`) -> package, validation metrics, plots and model card.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import platform
 import random
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from radsight.ai.package import Code, InputSpec, Label, Normalisation
 from radsight.train import data as datalib
 from radsight.train import evaluate as evallib
+from radsight.train.calibration import fit_calibration
 from radsight.train.card import write_model_card
 from radsight.train.export import CamClassifier, check_parity, export_onnx, write_package
 from radsight.train.network import CompactResNet
@@ -149,37 +151,6 @@ def predict_logits(net: torch.nn.Module, x: np.ndarray, *, device: str, batch_si
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
-def fit_calibration(logits: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
-    """Temperature T and bias c minimising the validation NLL of sigmoid(z / T + c).
-
-    The bias undoes the prior shift that the class-weighted loss introduces; T alone
-    (temperature scaling, Guo et al. 2017) cannot move the curve sideways. T is kept in
-    [0.05, 20] and c in [-10, 10]: on a separable validation set the NLL has no minimum.
-    """
-    z = torch.from_numpy(logits.astype(np.float64))
-    y = torch.from_numpy(targets.astype(np.float64))
-    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    c = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([log_t, c], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(z / _temperature(log_t) + _bias(c), y)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return float(_temperature(log_t).item()), float(_bias(c).item())
-
-
-def _temperature(log_t: torch.Tensor) -> torch.Tensor:
-    return log_t.clamp(math.log(0.05), math.log(20.0)).exp()
-
-
-def _bias(c: torch.Tensor) -> torch.Tensor:
-    return c.clamp(-10.0, 10.0)
-
-
 def _checkpoint_dir(cfg: TrainConfig) -> Path:
     return cfg.checkpoints or DEFAULT_CACHE / "checkpoints" / cfg.name
 
@@ -200,6 +171,47 @@ def reproduce_command(cfg: TrainConfig) -> str:
     return shlex.join(parts)
 
 
+@dataclass
+class _Data:
+    """The labelled images, their patient-level split and the network inputs (decoded once)."""
+
+    samples: list[datalib.Sample]
+    targets: np.ndarray
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    x: np.ndarray
+
+    @property
+    def x_val(self) -> np.ndarray:
+        return self.x[self.val_idx]
+
+    @property
+    def y_val(self) -> np.ndarray:
+        return self.targets[self.val_idx]
+
+
+@dataclass
+class _Loop:
+    """The training loop's state, saved in ``last.pt`` after every epoch."""
+
+    epoch: int = 0
+    step: int = 0
+    best_auc: float = -1.0
+    stale: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    trained_before: float = 0.0  # seconds of training in earlier runs (--resume)
+
+
+@dataclass
+class _Calibrated:
+    """The calibration fitted on validation, the threshold chosen there, and the export's parity."""
+
+    temperature: float
+    bias: float
+    threshold: float
+    parity: float
+
+
 def train(cfg: TrainConfig) -> Path:
     """Train, calibrate, export and package; returns the package folder."""
     console = Console(quiet=cfg.quiet)
@@ -210,6 +222,37 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda: no CUDA device is available to PyTorch")
     spec = input_spec(cfg.size)
+    data = _load_data(cfg, spec, console)
+    net, loop, total_steps, pos_weight = _fit(cfg, data, console, started)
+    stopped = "max steps" if loop.step >= total_steps else "epochs"
+    stopped = "early stopping" if loop.stale >= cfg.patience else stopped
+    net = net.to("cpu").eval()
+    cal, onnx_tmp = _calibrate_and_export(cfg, net, data, spec)
+    label = Label(
+        index=0, name="Pneumonia", category=ABNORMAL_STRUCTURE, type=PNEUMONIA, threshold=round(cal.threshold, 4),
+        urgency={"critical": max(0.9, round(cal.threshold, 4)), "urgent": round(cal.threshold, 4)},
+        color=[255, 96, 0],
+    )
+    package = write_package(
+        cfg.out, onnx_tmp, name=cfg.name, version=cfg.version,
+        description="Pneumonia on paediatric chest radiographs (compact ResNet, from scratch) with a CAM heatmap.",
+        intended_use=INTENDED_USE, spec=spec, labels=[label],
+    )
+    # Validation metrics through ONNX Runtime: exactly what serving computes.
+    report = evallib.evaluate_package(package.path, [data.samples[i] for i in data.val_idx],
+                                      out_dir=cfg.out / "plots", inputs=data.x_val, split="validation",
+                                      plot_prefix="validation-")
+    duration = loop.trained_before + time.time() - started
+    card = _card(cfg, net, data, loop, cal, report, stopped=stopped, pos_weight=pos_weight, duration=duration)
+    write_model_card(package.path, card)
+    ckpt_dir = _checkpoint_dir(cfg)
+    (ckpt_dir / "config.json").write_text(json.dumps(asdict(cfg), default=str, indent=2) + "\n", encoding="utf-8")
+    console.print(f"package written to {package.path} (validation AUC {report['metrics']['auc']['value']:.4f})")
+    return package.path
+
+
+def _load_data(cfg: TrainConfig, spec: InputSpec, console: Console) -> _Data:
+    """Discover, optionally subsample (balanced), split by patient and decode the images."""
     samples = datalib.discover(cfg.data)
     targets = datalib.binary_targets(samples, cfg.positive)
     if cfg.limit is not None and cfg.limit < len(samples):
@@ -228,9 +271,16 @@ def train(cfg: TrainConfig) -> Path:
         task = bar.add_task("decode", total=len(samples))
         x = datalib.load_inputs(samples, spec, cache_dir=cfg.cache_dir,
                                 progress=lambda n: bar.update(task, completed=n))
-    x_train, y_train, x_val, y_val = x[train_idx], targets[train_idx], x[val_idx], targets[val_idx]
+    return _Data(samples=samples, targets=targets, train_idx=train_idx, val_idx=val_idx, x=x)
 
+
+def _fit(
+    cfg: TrainConfig, data: _Data, console: Console, started: float
+) -> tuple[CompactResNet, _Loop, int, float]:
+    """Train with early stopping on the validation AUC; returns the best network, the loop state,
+    the step budget and the positive-class weight."""
     device = cfg.device
+    x_train, y_train = data.x[data.train_idx], data.targets[data.train_idx]
     net = CompactResNet(in_channels=1, outputs=1).to(device)
     n_pos, n_neg = int(y_train.sum()), int(len(y_train) - y_train.sum())
     # Class imbalance (Kermany: ~3 pneumonia per normal): weight positives by n_neg / n_pos.
@@ -243,8 +293,7 @@ def train(cfg: TrainConfig) -> Path:
         generator=torch.Generator().manual_seed(cfg.seed),
         num_workers=0,
     )
-    steps_per_epoch = max(1, len(loader))
-    total_steps = steps_per_epoch * cfg.epochs
+    total_steps = max(1, len(loader)) * cfg.epochs
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -252,84 +301,109 @@ def train(cfg: TrainConfig) -> Path:
     ckpt_dir = _checkpoint_dir(cfg)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     last, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
-    epoch, step, best_auc, stale = 0, 0, -1.0, 0
-    trained_before = 0.0  # seconds of training in earlier runs (--resume)
-    history: list[dict[str, float]] = []
+    loop = _Loop()
     if cfg.resume and last.is_file():
-        state = torch.load(last, map_location=device, weights_only=False)
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        epoch, step, best_auc, stale = state["epoch"], state["step"], state["best_auc"], state["stale"]
-        history = state["history"]
-        trained_before = float(state.get("train_seconds", 0.0))
-        torch.set_rng_state(state["torch_rng"])
-        console.print(f"resumed from {last} at epoch {epoch}, step {step}, best validation AUC {best_auc:.4f}")
+        loop = _resume(last, net, opt, sched, device)
+        console.print(f"resumed from {last} at epoch {loop.epoch}, step {loop.step}, "
+                      f"best validation AUC {loop.best_auc:.4f}")
 
     columns = (TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.4f}  val AUC {task.fields[auc]}"), TimeElapsedColumn(),
                TimeRemainingColumn())
     with Progress(*columns, console=console, disable=cfg.quiet) as bar:
-        task = bar.add_task("train", total=total_steps, completed=step, epoch=epoch + 1, loss=float("nan"),
-                            auc=f"{best_auc:.4f}" if best_auc >= 0 else "-")
-        while epoch < cfg.epochs and step < total_steps and stale < cfg.patience:
-            net.train()
-            running, seen = 0.0, 0
-            for xb, yb in loader:
-                xb, yb = xb.to(device), yb.to(device)
-                loss = F.binary_cross_entropy_with_logits(net(xb), yb, pos_weight=pos_weight)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                step += 1
-                running += float(loss.item()) * len(xb)
-                seen += len(xb)
-                bar.update(task, completed=step, loss=running / seen)
-                if step >= total_steps:
-                    break
-            epoch += 1
-            val_logits = predict_logits(net, x_val, device=device)
-            auc = evallib.roc_auc(y_val, val_logits)
-            history.append({"epoch": epoch, "step": step, "train_loss": running / max(seen, 1), "val_auc": auc})
-            if auc > best_auc:
-                best_auc, stale = auc, 0
-                _save(best_path, {"model": net.state_dict(), "epoch": epoch, "val_auc": auc})
-            else:
-                stale += 1
-            _save(last, {"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                         "epoch": epoch, "step": step, "best_auc": best_auc, "stale": stale, "history": history,
-                         "torch_rng": torch.get_rng_state(),
-                         "train_seconds": trained_before + time.time() - started})
-            bar.update(task, epoch=epoch + 1, auc=f"{auc:.4f} (best {best_auc:.4f})")
-            console.log(f"epoch {epoch}: train loss {running / max(seen, 1):.4f}, validation AUC {auc:.4f}")
-    stopped = "early stopping" if stale >= cfg.patience else ("max steps" if step >= total_steps else "epochs")
+        task = bar.add_task("train", total=total_steps, completed=loop.step, epoch=loop.epoch + 1,
+                            loss=float("nan"), auc=f"{loop.best_auc:.4f}" if loop.best_auc >= 0 else "-")
+        while loop.epoch < cfg.epochs and loop.step < total_steps and loop.stale < cfg.patience:
+            train_loss = _train_epoch(net, loader, opt, sched, pos_weight, loop, total_steps,
+                                      progress=lambda loss: bar.update(task, completed=loop.step, loss=loss))
+            loop.epoch += 1
+            auc = _end_epoch(net, opt, sched, loop, data, train_loss=train_loss, ckpt_dir=ckpt_dir, device=device,
+                             started=started)
+            bar.update(task, epoch=loop.epoch + 1, auc=f"{auc:.4f} (best {loop.best_auc:.4f})")
+            console.log(f"epoch {loop.epoch}: train loss {train_loss:.4f}, validation AUC {auc:.4f}")
     net.load_state_dict(torch.load(best_path, map_location=device, weights_only=False)["model"])
-    net = net.to("cpu").eval()
-    val_logits = predict_logits(net, x_val, device="cpu")
-    temperature, bias = fit_calibration(val_logits, y_val)
-    val_prob = evallib.sigmoid(val_logits / temperature + bias)
-    threshold = evallib.youden_threshold(y_val, val_prob)
+    return net, loop, total_steps, round(n_neg / max(n_pos, 1), 4)
 
+
+def _train_epoch(
+    net: CompactResNet, loader: torch.utils.data.DataLoader[tuple[torch.Tensor, torch.Tensor]],
+    opt: torch.optim.Optimizer, sched: Any, pos_weight: torch.Tensor, loop: _Loop, total_steps: int, *,
+    progress: Callable[[float], None],
+) -> float:
+    """One pass over the training loader (or up to the step budget); returns the mean training loss."""
+    net.train()
+    running, seen = 0.0, 0
+    for xb, yb in loader:
+        xb, yb = xb.to(pos_weight.device), yb.to(pos_weight.device)
+        loss = F.binary_cross_entropy_with_logits(net(xb), yb, pos_weight=pos_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        loop.step += 1
+        running += float(loss.item()) * len(xb)
+        seen += len(xb)
+        progress(running / seen)
+        if loop.step >= total_steps:
+            break
+    return running / max(seen, 1)
+
+
+def _resume(last: Path, net: CompactResNet, opt: torch.optim.Optimizer, sched: Any, device: str) -> _Loop:
+    """The network, optimiser, schedule, loop state and torch RNG of ``last.pt``."""
+    state = torch.load(last, map_location=device, weights_only=False)
+    net.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    return _Loop(epoch=state["epoch"], step=state["step"], best_auc=state["best_auc"], stale=state["stale"],
+                 history=state["history"], trained_before=float(state.get("train_seconds", 0.0)))
+
+
+def _end_epoch(
+    net: CompactResNet, opt: torch.optim.Optimizer, sched: Any, loop: _Loop, data: _Data, *, train_loss: float,
+    ckpt_dir: Path, device: str, started: float,
+) -> float:
+    """Validation AUC, ``best.pt`` when it improves, ``last.pt`` always; returns the AUC."""
+    val_logits = predict_logits(net, data.x_val, device=device)
+    auc = evallib.roc_auc(data.y_val, val_logits)
+    loop.history.append({"epoch": loop.epoch, "step": loop.step, "train_loss": train_loss, "val_auc": auc})
+    if auc > loop.best_auc:
+        loop.best_auc, loop.stale = auc, 0
+        _save(ckpt_dir / "best.pt", {"model": net.state_dict(), "epoch": loop.epoch, "val_auc": auc})
+    else:
+        loop.stale += 1
+    _save(ckpt_dir / "last.pt", {"model": net.state_dict(), "optimizer": opt.state_dict(),
+                                 "scheduler": sched.state_dict(), "epoch": loop.epoch, "step": loop.step,
+                                 "best_auc": loop.best_auc, "stale": loop.stale, "history": loop.history,
+                                 "torch_rng": torch.get_rng_state(),
+                                 "train_seconds": loop.trained_before + time.time() - started})
+    return auc
+
+
+def _calibrate_and_export(
+    cfg: TrainConfig, net: CompactResNet, data: _Data, spec: InputSpec
+) -> tuple[_Calibrated, Path]:
+    """Calibration and Youden threshold on validation, then the ONNX graph checked against PyTorch."""
+    val_logits = predict_logits(net, data.x_val, device="cpu")
+    temperature, bias = fit_calibration(val_logits, data.y_val)
+    val_prob = evallib.sigmoid(val_logits / temperature + bias)
+    threshold = evallib.youden_threshold(data.y_val, val_prob)
     model = CamClassifier(net, temperature=temperature, bias=bias).eval()
     cfg.out.mkdir(parents=True, exist_ok=True)
     onnx_tmp = cfg.out / "model.onnx.tmp"
     export_onnx(model, onnx_tmp, channels=1, size=spec.size)
-    parity = check_parity(model, onnx_tmp, x_val[: min(16, len(x_val)), None].astype(np.float32))
-    label = Label(
-        index=0, name="Pneumonia", category=ABNORMAL_STRUCTURE, type=PNEUMONIA, threshold=round(threshold, 4),
-        urgency={"critical": max(0.9, round(threshold, 4)), "urgent": round(threshold, 4)}, color=[255, 96, 0],
-    )
-    package = write_package(
-        cfg.out, onnx_tmp, name=cfg.name, version=cfg.version,
-        description="Pneumonia on paediatric chest radiographs (compact ResNet, from scratch) with a CAM heatmap.",
-        intended_use=INTENDED_USE, spec=spec, labels=[label],
-    )
-    # Validation metrics through ONNX Runtime: exactly what serving computes.
-    report = evallib.evaluate_package(package.path, [samples[i] for i in val_idx], out_dir=cfg.out / "plots",
-                                      inputs=x_val, split="validation", plot_prefix="validation-")
-    duration = trained_before + time.time() - started
-    card: dict[str, Any] = {
+    parity = check_parity(model, onnx_tmp, data.x_val[: min(16, len(data.x_val)), None].astype(np.float32))
+    return _Calibrated(temperature, bias, threshold, parity), onnx_tmp
+
+
+def _card(
+    cfg: TrainConfig, net: CompactResNet, data: _Data, loop: _Loop, cal: _Calibrated, report: dict[str, Any], *,
+    stopped: str, pos_weight: float, duration: float,
+) -> dict[str, Any]:
+    """The model card: data, training, calibration, validation metrics, limitations."""
+    targets = data.targets
+    return {
         "name": cfg.name,
         "version": cfg.version,
         "task": "classification (binary: pneumonia vs normal), with a class activation map",
@@ -340,9 +414,9 @@ def train(cfg: TrainConfig) -> Path:
         "intended_use": INTENDED_USE,
         "data": {
             "source": f"{cfg.data} (Kermany, Zhang, Goldbaum 2018, CC BY 4.0)",
-            "counts": {"total": len(samples), "positive": int(targets.sum()),
+            "counts": {"total": len(data.samples), "positive": int(targets.sum()),
                        "negative": int(len(targets) - targets.sum())},
-            "splits": {"train": len(train_idx), "validation": len(val_idx),
+            "splits": {"train": len(data.train_idx), "validation": len(data.val_idx),
                        "method": f"stratified by class, grouped by patient, seed {cfg.seed}, "
                                  f"validation fraction {cfg.val_fraction}"},
             "input": f"grey, resized to {cfg.size}x{cfg.size} (order-1 zoom), per-image min-max to [0, 1]",
@@ -350,28 +424,27 @@ def train(cfg: TrainConfig) -> Path:
         "training": {
             "command": reproduce_command(cfg),
             "hyper_parameters": {"batch_size": cfg.batch_size, "lr": cfg.lr, "weight_decay": cfg.weight_decay,
-                                 "schedule": "one-cycle", "optimizer": "AdamW",
-                                 "pos_weight": round(n_neg / max(n_pos, 1), 4),
+                                 "schedule": "one-cycle", "optimizer": "AdamW", "pos_weight": pos_weight,
                                  "patience": cfg.patience},
             "augmentation": "MONAI RandAffine (10 deg, 90-110 % zoom, 8 px shift), contrast/scale/shift "
                             "intensity, Gaussian smoothing and noise; no flips",
-            "epochs": epoch,
-            "best_epoch": max(history, key=lambda h: h["val_auc"])["epoch"] if history else 0,
+            "epochs": loop.epoch,
+            "best_epoch": max(loop.history, key=lambda h: h["val_auc"])["epoch"] if loop.history else 0,
             "stopped_by": stopped,
-            "steps": step,
+            "steps": loop.step,
             "seed": cfg.seed,
             "device": f"{cfg.device} ({platform.processor() or platform.machine()}, "
                       f"threads: {torch.get_num_threads()})",
             "duration_s": round(duration, 1),
             "torch": torch.__version__,
-            "onnx_parity_max_abs_diff": parity,
+            "onnx_parity_max_abs_diff": cal.parity,
         },
         "reproduce": reproduce_command(cfg) + "\n" + f"radsight evaluate {cfg.out} DATA --out eval/",
         "metrics": report["metrics_card"],
         "calibration": {"method": "temperature scaling + bias, fitted on validation (NLL)",
-                        "temperature": round(temperature, 4), "bias": round(bias, 4),
+                        "temperature": round(cal.temperature, 4), "bias": round(cal.bias, 4),
                         "ece_15_bins": report["metrics"]["ece"]["value"],
-                        "threshold": f"{threshold:.4f} (Youden's J on validation; prior-independent)"},
+                        "threshold": f"{cal.threshold:.4f} (Youden's J on validation; prior-independent)"},
         "limitations": [
             "Trained on one centre's paediatric (1-5 years) anterior-posterior radiographs (Guangzhou); "
             "adult, portable or other-vendor images are out of distribution.",
@@ -382,9 +455,5 @@ def train(cfg: TrainConfig) -> Path:
             "The heatmap is a class activation map (1/16 resolution): where the evidence is, not a segmentation.",
         ],
         "plots": [f"plots/{p}" for p in report["plots"]],
-        "history": history,
+        "history": loop.history,
     }
-    write_model_card(package.path, card)
-    (ckpt_dir / "config.json").write_text(json.dumps(asdict(cfg), default=str, indent=2) + "\n", encoding="utf-8")
-    console.print(f"package written to {package.path} (validation AUC {report['metrics']['auc']['value']:.4f})")
-    return package.path

@@ -5,7 +5,7 @@ with a bootstrap 95% CI (percentile, fixed seed), ECE (15 equal-width bins on th
 class probability) with a reliability diagram, and the ROC curve; ``--by`` repeats the
 metrics per subgroup (a DICOM attribute, an age band from PatientAge, or a CSV column) and
 flags groups more than ``--margin`` below the overall figure. Segmentation packages go to
-:func:`radsight.train.segmentation.evaluate`.
+:func:`radsight.train.segmentation.evaluate`. The bootstrap is :func:`radsight.train.metrics.bootstrap_ci`.
 
 The images are pre-processed by :func:`radsight.train.data.network_input`, i.e. serving's own
 functions, and the outputs read as :mod:`radsight.ai.pipeline` reads them.
@@ -25,6 +25,7 @@ import numpy as np
 
 from radsight.ai.package import ModelPackage, Task, load_package
 from radsight.train import data as datalib
+from radsight.train.metrics import bootstrap_ci
 
 METRICS = ("auc", "accuracy", "sensitivity", "specificity")
 ECE_BINS = 15
@@ -67,26 +68,6 @@ def binary_metrics(y: np.ndarray, prob: np.ndarray, threshold: float) -> dict[st
         "sensitivity": tp / n_pos if n_pos else float("nan"),
         "specificity": tn / n_neg if n_neg else float("nan"),
     }
-
-
-def bootstrap_ci(
-    y: np.ndarray, prob: np.ndarray, threshold: float, *, resamples: int = BOOTSTRAP_RESAMPLES,
-    seed: int = BOOTSTRAP_SEED, level: float = 0.95,
-) -> dict[str, list[float]]:
-    """Percentile bootstrap CI of each metric (resampling images; NaN resamples, e.g. one class, skipped)."""
-    rng = np.random.default_rng(seed)
-    n = len(y)
-    values: dict[str, list[float]] = {m: [] for m in METRICS}
-    for _ in range(resamples):
-        idx = rng.integers(0, n, n)
-        for name, v in binary_metrics(y[idx], prob[idx], threshold).items():
-            if not math.isnan(v):
-                values[name].append(v)
-    alpha = (1.0 - level) / 2.0
-    out: dict[str, list[float]] = {}
-    for name, vs in values.items():
-        out[name] = [float(np.quantile(vs, alpha)), float(np.quantile(vs, 1 - alpha))] if vs else [math.nan, math.nan]
-    return out
 
 
 def reliability(y: np.ndarray, prob: np.ndarray, bins: int = ECE_BINS) -> list[dict[str, float]]:
@@ -232,9 +213,18 @@ def _subgroup_plot(attribute: str, groups: dict[str, Any], overall: dict[str, An
     return name
 
 
+def metrics_ci(
+    y: np.ndarray, prob: np.ndarray, threshold: float, *, resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED, level: float = 0.95,
+) -> dict[str, list[float]]:
+    """Percentile bootstrap CI of each metric, resampling images (NaN resamples, e.g. one class, skipped)."""
+    return bootstrap_ci(lambda idx: binary_metrics(y[idx], prob[idx], threshold), len(y), resamples=resamples,
+                        seed=seed, level=level)
+
+
 def _with_ci(y: np.ndarray, prob: np.ndarray, threshold: float, *, resamples: int, seed: int) -> dict[str, Any]:
     point = binary_metrics(y, prob, threshold)
-    ci = bootstrap_ci(y, prob, threshold, resamples=resamples, seed=seed)
+    ci = metrics_ci(y, prob, threshold, resamples=resamples, seed=seed)
     return {m: {"value": point[m], "ci95": ci[m]} for m in METRICS}
 
 
