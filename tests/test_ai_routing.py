@@ -12,6 +12,7 @@ import httpx
 import pydicom
 import pytest
 from pydicom.uid import CTImageStorage, DigitalXRayImageStorageForPresentation, generate_uid
+from sqlalchemy import select
 from tests.ai_testmodels import make_classification_package, make_segmentation_package
 from tests.conftest import RunningServer
 from tests.dicom_factory import make_ct
@@ -32,6 +33,7 @@ from radsight.ai.routing import (
 from radsight.api.auth import add_user
 from radsight.archive import Archive
 from radsight.config import Settings
+from radsight.index.models import AIRoutingRule
 
 SEG_FILE = Path("dicom/dcmqi/segmentations/liver.dcm")
 
@@ -218,11 +220,27 @@ def test_invalid_rules_are_refused_with_reason() -> None:
         parse_rules([{"model": "a", "script": "import os"}], source="test")
     parse_rules([{"model": "a", "series_description_regex": r"^(PA|AP)\b.*(chest|thorax){1,2}"}], source="test")
     # What RE2 cannot match in linear time is refused when the rule is made, saying so.
-    for pattern, detail in [(r"(PA)\1", r"invalid escape sequence: \\1"), (r"(?=chest)", r"invalid perl operator: \(\?="),
-                            (r"(?<!LAT) chest", r"invalid perl operator: \(\?<"), (r"a++", "bad repetition operator"),
-                            (r"chest\Z", r"invalid escape sequence: \\Z")]:
-        with pytest.raises(ValueError, match=rf"test rule 1: series_description_regex: .*RE2 does not support \({detail}"):
+    refused = [
+        (r"(PA)\1", r"invalid escape sequence: \\1"),
+        (r"(?=chest)", r"invalid perl operator: \(\?="),
+        (r"(?<!LAT) chest", r"invalid perl operator: \(\?<"),
+        (r"a++", "bad repetition operator"),
+        (r"chest\Z", r"invalid escape sequence: \\Z"),
+    ]
+    for pattern, detail in refused:
+        with pytest.raises(ValueError, match=rf"rule 1: series_description_regex: .*RE2 does not support \({detail}"):
             parse_rules([{"model": "a", "series_description_regex": pattern}], source="test")
+
+
+def test_a_stored_rule_re2_refuses_is_named(models: Archive) -> None:
+    """A rule stored before rules were matched by RE2 (look-around) fails routing with its position."""
+    with models.db.session() as s:
+        replace_stored_rules(s, [RoutingRule(model="cxr"), RoutingRule(model="ct-seg")])
+        row = s.scalars(select(AIRoutingRule).where(AIRoutingRule.model_name == "ct-seg")).one()
+        row.rule_json = json.dumps({"model": "ct-seg", "series_description_regex": "(?!scout)"})
+        s.commit()
+        with pytest.raises(ValueError, match=r"stored ai_rules rule 2: series_description_regex: .*RE2 does not"):
+            stored_rules(s)
 
 
 def test_nested_repeats_match_in_linear_time() -> None:

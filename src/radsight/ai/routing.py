@@ -18,6 +18,7 @@ trigger models: results would otherwise feed back into the engine.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
 from collections.abc import Iterable
@@ -167,8 +168,10 @@ def settings_rules(settings: Settings) -> list[RoutingRule]:
 
 
 def stored_rules(session: Session) -> list[RoutingRule]:
+    """The rules in the index; ValueError naming the rule if one no longer validates (a pattern
+    stored before rules were matched by RE2: replace the rules with ``PUT /api/ai/rules``)."""
     rows = session.scalars(select(AIRoutingRule).order_by(AIRoutingRule.position, AIRoutingRule.id))
-    return [RoutingRule.model_validate_json(r.rule_json) for r in rows]
+    return parse_rules((json.loads(r.rule_json) for r in rows), source="stored ai_rules")
 
 
 def replace_stored_rules(session: Session, rules: list[RoutingRule]) -> None:
