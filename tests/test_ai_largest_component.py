@@ -6,6 +6,7 @@ import numpy as np
 
 from radsight.ai import postprocess
 from radsight.ai.package import Code, Label
+from radsight.ai.result_types import LabelStatistics
 
 _CAT = Code(value="123037004", scheme="SCT", meaning="Anatomical Structure")
 
@@ -29,7 +30,7 @@ def test_only_flagged_labels_keep_their_largest_component() -> None:
 
 
 def test_organ_measurements_have_no_lesion_count() -> None:
-    stats = postprocess.LabelStatistics(_label(1, "liver", True), 10, 1.0, 1, 50.0, 80.0, 0, [0, 0, 1, 1], 1.0)
+    stats = LabelStatistics(_label(1, "liver", True), 10, 1.0, 1, 50.0, 80.0, 0, [0, 0, 1, 1], 1.0)
     names = [m["name"] for m in postprocess.measurements(stats)]
     assert "Lesion count" not in names and "Volume" in names
     stats.label = _label(2, "nodule", False)

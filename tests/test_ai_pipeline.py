@@ -16,9 +16,10 @@ from sqlalchemy import select
 from ai_testmodels import make_classification_package, make_segmentation_package, segmentation_graph
 from dicom_factory import make_ct
 from radsight.ai import inference, preprocess
-from radsight.ai.package import load_package
+from radsight.ai.package import Task, load_package
 from radsight.ai.pipeline import PipelineError, run_model
 from radsight.ai.results import ResultUIDs
+from radsight.ai.tasks import RUNNERS
 from radsight.ai.volume import load_series
 from radsight.archive import Archive
 from radsight.index.models import Instance, Series
@@ -161,3 +162,8 @@ def test_wrong_modality_is_refused(archive: Archive, ct: tuple[str, str], tmp_pa
         run_model(archive, package, study_instance_uid=study, series_instance_uid=series, job_id=1)
     with pytest.raises(PipelineError, match="belongs to study"):
         run_model(archive, package, study_instance_uid="1.2.3", series_instance_uid=series, job_id=1)
+
+
+def test_every_task_a_package_may_declare_has_a_runner() -> None:
+    assert set(RUNNERS) == set(Task)
+    assert all(runner.__module__.startswith("radsight.ai.tasks.") for runner in RUNNERS.values())

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from ai_testmodels import make_classification_package, make_segmentation_package
 from radsight.ai.package import load_package
 from radsight.ai.pipeline import PipelineResult, run_model
+from radsight.ai.result_types import is_ai_result
 from radsight.archive import Archive
 from radsight.datasets.cxr import cxr_to_dicom
 from radsight.index.models import Instance, Series
@@ -56,6 +57,7 @@ def dciodvfy(path: Path) -> list[str]:
 
 def _check_provenance(ds: pydicom.Dataset, study_uid: str, source_series: str, model: str, version: str) -> None:
     assert AI_LABEL in ds.SeriesDescription
+    assert is_ai_result(modality=ds.Modality, sop_class_uid=ds.SOPClassUID, series_description=ds.SeriesDescription)
     assert ds.Manufacturer == "RadSight"
     assert ds.ManufacturerModelName == model
     assert ds.SoftwareVersions == version
@@ -258,6 +260,15 @@ def test_dx_resized_heatmap_maps_back_to_the_source_size(archive: Archive, tmp_p
     scaled = (pixels - pixels.min()) / (pixels.max() - pixels.min())
     assert np.corrcoef(heat.ravel(), scaled.ravel())[0, 1] > 0.9
     assert 0.0 <= result.findings[0].probability <= 1.0  # type: ignore[operator]
+
+
+def test_is_ai_result_tells_results_from_source_images() -> None:
+    assert not is_ai_result(modality="CT", sop_class_uid="1.2.840.10008.5.1.4.1.1.2", series_description="Thorax")
+    assert not is_ai_result(modality="DX", sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1")
+    assert is_ai_result(modality="seg", sop_class_uid="")  # the modality alone
+    assert is_ai_result(modality="OT", sop_class_uid="1.2.840.10008.5.1.4.1.1.30")  # a parametric map
+    assert is_ai_result(modality="OT", sop_class_uid="1.2.840.10008.5.1.4.1.1.88.34")  # any SR
+    assert is_ai_result(modality="OT", sop_class_uid="1.2.840.10008.5.1.4.1.1.7", series_description=f"{AI_LABEL}: x")
 
 
 def test_dciodvfy_is_installed() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import httpx
 import pydicom
 import pytest
 from pydicom.uid import CTImageStorage, DigitalXRayImageStorageForPresentation, generate_uid
+from sqlalchemy import select
 from tests.ai_testmodels import make_classification_package, make_segmentation_package
 from tests.conftest import RunningServer
 from tests.dicom_factory import make_ct
@@ -20,6 +22,7 @@ from radsight.ai.registry import install, remove, set_enabled
 from radsight.ai.routing import (
     RoutingRule,
     SeriesFacts,
+    compile_regex,
     models_for_series,
     parse_rules,
     replace_stored_rules,
@@ -30,6 +33,7 @@ from radsight.ai.routing import (
 from radsight.api.auth import add_user
 from radsight.archive import Archive
 from radsight.config import Settings
+from radsight.index.models import AIRoutingRule
 
 SEG_FILE = Path("dicom/dcmqi/segmentations/liver.dcm")
 
@@ -214,9 +218,40 @@ def test_invalid_rules_are_refused_with_reason() -> None:
         parse_rules([{"model": "a", "min_instances": 5, "max_instances": 2}], source="test")
     with pytest.raises(ValueError, match=r"rule 1: script: Extra inputs are not permitted"):
         parse_rules([{"model": "a", "script": "import os"}], source="test")
-    with pytest.raises(ValueError, match=r"repeats a repeated group"):
-        parse_rules([{"model": "a", "series_description_regex": r"^(\w+\s?)+$"}], source="test")
     parse_rules([{"model": "a", "series_description_regex": r"^(PA|AP)\b.*(chest|thorax){1,2}"}], source="test")
+    # What RE2 cannot match in linear time is refused when the rule is made, saying so.
+    refused = [
+        (r"(PA)\1", r"invalid escape sequence: \\1"),
+        (r"(?=chest)", r"invalid perl operator: \(\?="),
+        (r"(?<!LAT) chest", r"invalid perl operator: \(\?<"),
+        (r"a++", "bad repetition operator"),
+        (r"chest\Z", r"invalid escape sequence: \\Z"),
+    ]
+    for pattern, detail in refused:
+        with pytest.raises(ValueError, match=rf"rule 1: series_description_regex: .*RE2 does not support \({detail}"):
+            parse_rules([{"model": "a", "series_description_regex": pattern}], source="test")
+
+
+def test_a_stored_rule_re2_refuses_is_named(models: Archive) -> None:
+    """A rule stored before rules were matched by RE2 (look-around) fails routing with its position."""
+    with models.db.session() as s:
+        replace_stored_rules(s, [RoutingRule(model="cxr"), RoutingRule(model="ct-seg")])
+        row = s.scalars(select(AIRoutingRule).where(AIRoutingRule.model_name == "ct-seg")).one()
+        row.rule_json = json.dumps({"model": "ct-seg", "series_description_regex": "(?!scout)"})
+        s.commit()
+        with pytest.raises(ValueError, match=r"stored ai_rules rule 2: series_description_regex: .*RE2 does not"):
+            stored_rules(s)
+
+
+def test_nested_repeats_match_in_linear_time() -> None:
+    """RE2 has no backtracking: the pattern that took Python's re exponential time is harmless."""
+    regex = compile_regex(r"^(\w+\s?)+$")
+    started = time.monotonic()
+    assert regex.search("an axial chest series " * 200 + "!") is None
+    assert time.monotonic() - started < 1.0
+    assert regex.search("Thorax 1mm") is not None
+    assert compile_regex("thorax").search("CT THORAX") is not None  # case-insensitive, as before
+    assert compile_regex("poumon|tête").search("TÊTE") is not None  # Unicode case folding
     with pytest.raises(ValueError, match="longer than 256"):
         parse_rules([{"model": "a", "series_description_regex": "a" * 300}], source="test")
 
@@ -269,6 +304,8 @@ def test_rest_rules_get_put(server: RunningServer, tmp_path: Path) -> None:
 
         r = c.put("/api/ai/rules", json={"rules": [{"model": "rules-seg", "series_description_regex": "(a"}]})
         assert r.status_code == 422 and "not a valid regular expression" in r.text
+        r = c.put("/api/ai/rules", json={"rules": [{"model": "rules-seg", "series_description_regex": "(?!lat)"}]})
+        assert r.status_code == 422 and "RE2 does not support (invalid perl operator: (?!)" in r.text
         r = c.put("/api/ai/rules", json={"rules": [{"model": "not-installed"}]})
         assert r.status_code == 422 and "not installed: not-installed" in r.json()["detail"]
         assert c.get("/api/ai/rules").json()["rules"] == got["rules"]  # refused PUTs changed nothing

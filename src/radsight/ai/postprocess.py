@@ -6,32 +6,17 @@ All per-label statistics are whole-array numpy/scipy operations (no per-slice Py
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from radsight.ai.package import Label
+from radsight.ai.result_types import FindingData, LabelStatistics
 from radsight.ai.volume import Volume
 
 # 26-connectivity: voxels touching at a corner belong to one lesion, as in most lesion counters.
 _STRUCTURE = ndimage.generate_binary_structure(3, 3)
-
-
-@dataclass
-class LabelStatistics:
-    label: Label
-    voxel_count: int
-    volume_ml: float
-    component_count: int
-    mean_hu: float | None
-    max_hu: float | None
-    # Slice (index into the sorted source slices) with the most voxels, and its bounding box
-    slice_index: int | None
-    bbox: list[int] | None  # [x0, y0, x1, y1] inclusive pixel indices on that slice
-    slice_area_mm2: float
-    slices: list[int] = field(default_factory=list)  # source slices holding the label
 
 
 def keep_largest_components(labelmap: np.ndarray, labels: Sequence[Label]) -> np.ndarray:
@@ -104,8 +89,8 @@ def measurements(stats: LabelStatistics) -> list[dict[str, Any]]:
     return m
 
 
-def finding_from_statistics(stats: LabelStatistics, volume: Volume) -> dict[str, Any]:
-    """FindingData fields for one segmentation label (probability does not apply: None)."""
+def finding_from_statistics(stats: LabelStatistics, volume: Volume) -> FindingData:
+    """The finding of one segmentation label (probability does not apply: None)."""
     location: dict[str, Any] = {"series_instance_uid": volume.series_instance_uid}
     if stats.slice_index is not None and stats.bbox is not None:
         source = volume.datasets[stats.slice_index]
@@ -116,10 +101,10 @@ def finding_from_statistics(stats: LabelStatistics, volume: Volume) -> dict[str,
             bbox=stats.bbox,
             point=[(stats.bbox[0] + stats.bbox[2]) // 2, (stats.bbox[1] + stats.bbox[3]) // 2],
         )
-    return {
-        "label": stats.label.name,
-        "probability": None,
-        "positive": stats.voxel_count > 0,
-        "measurements": measurements(stats),
-        "location": location,
-    }
+    return FindingData(
+        label=stats.label.name,
+        probability=None,
+        positive=stats.voxel_count > 0,
+        measurements=measurements(stats),
+        location=location,
+    )

@@ -18,19 +18,21 @@ trigger models: results would otherwise feed back into the engine.
 from __future__ import annotations
 
 import functools
-import importlib
+import json
 import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, cast
 
 import pydicom
+import re2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydicom.errors import InvalidDicomError
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from radsight.ai import result_types
 from radsight.ai.package import ModelMetadata
 from radsight.ai.registry import package_metadata
 from radsight.archive import Archive
@@ -41,12 +43,6 @@ log = logging.getLogger(__name__)
 
 MIN_3D_SLICES = 8
 MAX_REGEX_LENGTH = 256
-
-AI_RESULT_MODALITIES = frozenset({"SEG", "SR", "KO", "PR", "RTSTRUCT"})
-SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
-PARAMETRIC_MAP_STORAGE = "1.2.840.10008.5.1.4.1.1.30"
-SR_STORAGE_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
-AI_GENERATED_MARK = "ai generated"
 
 
 @dataclass
@@ -76,56 +72,48 @@ class SeriesFacts:
 
 
 def is_ai_result(facts: SeriesFacts) -> bool:
-    """A series the engine (or another AI) produced: never routed to models."""
-    return (
-        facts.modality.upper() in AI_RESULT_MODALITIES
-        or facts.sop_class_uid in (SEGMENTATION_STORAGE, PARAMETRIC_MAP_STORAGE)
-        or facts.sop_class_uid.startswith(SR_STORAGE_PREFIX)
-        or AI_GENERATED_MARK in facts.series_description.lower()
+    """A series the engine (or another AI) produced: never routed to models (see result_types.is_ai_result)."""
+    return result_types.is_ai_result(
+        modality=facts.modality, sop_class_uid=facts.sop_class_uid, series_description=facts.series_description
     )
 
 
-_sre: Any = importlib.import_module("re._parser")  # the parser behind re.compile (no public API)
-_REPEATS = {_sre.MAX_REPEAT, _sre.MIN_REPEAT, getattr(_sre, "POSSESSIVE_REPEAT", _sre.MAX_REPEAT)}
+class CompiledRegex(Protocol):
+    def search(self, text: str) -> object | None: ...
 
 
-def _nested_repeat(items: Any, *, inside: bool = False) -> bool:
-    """A repeat inside a repeat, like ``(a+)+``: the shape that backtracks exponentially."""
-    for op, av in items:
-        if op in _REPEATS:
-            low, high, sub = av
-            if inside and low != high:  # a variable repeat inside a repeat
-                return True
-            if _nested_repeat(sub, inside=inside or high > 1):
-                return True
-            continue
-        children = av if isinstance(av, tuple | list) else (av,)
-        for child in children:
-            subs = child if isinstance(child, list) else [child]
-            if any(isinstance(sp, _sre.SubPattern) and _nested_repeat(sp, inside=inside) for sp in subs):
-                return True
-    return False
+def _regex_options() -> Any:
+    options = re2.Options()
+    options.case_sensitive = False
+    options.log_errors = False  # the refusal is reported to the caller, not to stderr
+    return options
 
 
 @functools.lru_cache(maxsize=256)
-def compile_regex(pattern: str) -> re.Pattern[str]:
-    """Compile a rule's regex, or ValueError naming the problem.
+def compile_regex(pattern: str) -> CompiledRegex:
+    """Compile a rule's regex with RE2 (case-insensitive), or ValueError naming the problem.
 
-    Rules come from admins, but a careless pattern must not hang routing: nested repeats are
-    refused (Python's ``re`` has no time limit).
+    RE2 matches in time linear in the text, so no pattern from an admin can hang routing. It
+    refuses what needs backtracking (backreferences, look-around, possessive repeats) and
+    spells end-of-text ``\\z``; those patterns are refused here, when the rule is created.
     """
     if len(pattern) > MAX_REGEX_LENGTH:
         raise ValueError(f"series_description_regex is longer than {MAX_REGEX_LENGTH} characters")
     try:
-        compiled = re.compile(pattern, re.IGNORECASE)
-    except re.error as exc:
-        raise ValueError(f"series_description_regex {pattern!r} is not a valid regular expression: {exc}") from exc
-    if _nested_repeat(_sre.parse(pattern)):
+        return cast(CompiledRegex, re2.compile(pattern, _regex_options()))
+    except re2.error as exc:
+        detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        try:
+            re.compile(pattern)
+        except re.error:
+            raise ValueError(
+                f"series_description_regex {pattern!r} is not a valid regular expression: {detail}"
+            ) from exc
         raise ValueError(
-            f"series_description_regex {pattern!r} repeats a repeated group (like (a+)+), which can take"
-            " exponential time; write it without the nested repetition"
-        )
-    return compiled
+            f"series_description_regex {pattern!r} uses syntax that RE2 does not support ({detail}):"
+            " rules are matched by RE2, which has no backreferences, look-around or possessive repeats"
+            " and writes end of text as \\z"
+        ) from exc
 
 
 class RoutingRule(BaseModel):
@@ -139,7 +127,7 @@ class RoutingRule(BaseModel):
         default=None, description="BodyPartExamined values; null = the package's, [] = any"
     )
     series_description_regex: str | None = Field(
-        default=None, description="Python regex searched in SeriesDescription, case-insensitive"
+        default=None, description="RE2 regex searched in SeriesDescription, case-insensitive"
     )
     image_type_contains: list[str] = Field(default_factory=list, description="Values all present in ImageType")
     min_instances: int | None = Field(default=None, ge=0)
@@ -180,8 +168,10 @@ def settings_rules(settings: Settings) -> list[RoutingRule]:
 
 
 def stored_rules(session: Session) -> list[RoutingRule]:
+    """The rules in the index; ValueError naming the rule if one no longer validates (a pattern
+    stored before rules were matched by RE2: replace the rules with ``PUT /api/ai/rules``)."""
     rows = session.scalars(select(AIRoutingRule).order_by(AIRoutingRule.position, AIRoutingRule.id))
-    return [RoutingRule.model_validate_json(r.rule_json) for r in rows]
+    return parse_rules((json.loads(r.rule_json) for r in rows), source="stored ai_rules")
 
 
 def replace_stored_rules(session: Session, rules: list[RoutingRule]) -> None:

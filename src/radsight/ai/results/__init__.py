@@ -14,8 +14,8 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from radsight.ai.package import Code, ModelMetadata
+from radsight.ai.result_types import AI_LABEL
 
-AI_LABEL = "AI generated - not for clinical use"
 MANUFACTURER = "RadSight"
 CONTENT_CREATOR = "RadSight AI"
 SERIES_NUMBERS = {"seg": 9001, "pmap": 9002, "sr": 9003}

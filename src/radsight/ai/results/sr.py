@@ -12,7 +12,6 @@ probability referencing the image where the centre lies.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import highdicom as hd
 import numpy as np
@@ -21,13 +20,10 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from radsight.ai.package import Label, ModelMetadata
-from radsight.ai.postprocess import LabelStatistics
+from radsight.ai.result_types import Detection, LabelStatistics
 from radsight.ai.results import MANUFACTURER, ResultUIDs, coded, label_result
 from radsight.ai.results.seg import segment_numbers
 from radsight.ai.volume import Volume
-
-if TYPE_CHECKING:  # detection imports this module
-    from radsight.ai.detection import Detection
 
 UCUM_ML = hd.sr.CodedConcept("mL", "UCUM", "milliliter")
 UCUM_HU = hd.sr.CodedConcept("[hnsf'U]", "UCUM", "Hounsfield unit")

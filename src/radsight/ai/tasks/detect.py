@@ -13,45 +13,17 @@ docs/ai-detection.md.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import highdicom as hd
 import numpy as np
-from pydicom.dataset import Dataset
 
-from radsight.ai import inference, preprocess
 from radsight.ai.package import Label, ModelMetadata, ModelPackage
-from radsight.ai.pipeline import FindingData, PipelineError, PipelineResult, _activation, _output
+from radsight.ai.result_types import Detection, FindingData, PipelineError, PipelineResult
 from radsight.ai.results import ResultUIDs
 from radsight.ai.results.sr import build_detection_report
+from radsight.ai.tasks.common import TaskOptions, TaskOutput, activation, declared_output, run_on_image, threshold
 from radsight.ai.volume import Volume
-
-DEFAULT_THRESHOLD = 0.5  # a label without a threshold: the classifier's default
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One kept box, in source coordinates.
-
-    ``box`` holds source pixel indices (column x, row y, slice z in the volume's sorted order) of
-    the first and last pixel inside the box: (x0, y0, x1, y1) for 2D, (x0, y0, z0, x1, y1, z1) for 3D.
-    """
-
-    label: Label
-    score: float
-    box: tuple[float, ...]
-    slice_index: int  # the image the box (2D) or its centre (3D) lies on
-    # 3D: the box's rectangle in the plane through its centre, parallel to the slices (closed, 5 x 3,
-    # patient mm, pixel edges) and the centre itself.
-    region_patient: np.ndarray | None = None
-    centre_patient: tuple[float, float, float] | None = None
-
-    @property
-    def plane_box(self) -> tuple[float, float, float, float]:
-        """(x0, y0, x1, y1) on the slice: the box itself (2D) or its extent in x and y (3D)."""
-        half = len(self.box) // 2
-        return self.box[0], self.box[1], self.box[half], self.box[half + 1]
 
 
 def _inverse_resize(coords: np.ndarray, model_size: int, source_size: int) -> np.ndarray:
@@ -66,13 +38,14 @@ def _inverse_resize(coords: np.ndarray, model_size: int, source_size: int) -> np
 def _model_outputs(outputs: dict[str, np.ndarray], meta: ModelMetadata) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(boxes [N, 2 x dims], scores [N], label indices [N]) from the graph's outputs, checked."""
     dims = meta.input.dimensions
-    boxes_out, scores_out, labels_out = _output(meta, "boxes"), _output(meta, "scores"), _output(meta, "labels")
+    boxes_out, scores_out = declared_output(meta, "boxes"), declared_output(meta, "scores")
+    labels_out = declared_output(meta, "labels")
     assert boxes_out is not None and scores_out is not None  # required by the package validation
     raw = np.asarray(outputs[boxes_out.name], dtype=np.float64)
     if raw.size % (2 * dims) or (raw.ndim and raw.shape[-1] != 2 * dims):
         raise PipelineError(f"{meta.name}: output {boxes_out.name!r} has shape {raw.shape}; boxes are [N, {2 * dims}]")
     boxes = raw.reshape(-1, 2 * dims)
-    scores = _activation(np.asarray(outputs[scores_out.name]).reshape(-1), scores_out, axis=0).astype(np.float64)
+    scores = activation(np.asarray(outputs[scores_out.name]).reshape(-1), scores_out, axis=0).astype(np.float64)
     if labels_out is None:
         labels = np.full(len(boxes), meta.labels[0].index, dtype=np.int64)
     else:
@@ -95,10 +68,7 @@ def _predict(package: ModelPackage, image: np.ndarray) -> list[tuple[Label, floa
     """One run on ``image`` (y, x or z, y, x): (label, score, box in source pixel indices) above threshold."""
     meta = package.metadata
     spec = meta.input
-    x = preprocess.intensity(preprocess.to_shape(image, spec.size, order=1), spec)
-    batch = np.repeat(x[None, None], spec.channels, axis=1)
-    outputs = inference.run(inference.session_for(package), spec.input_name, batch)
-    boxes, scores, labels = _model_outputs(outputs, meta)
+    boxes, scores, labels = _model_outputs(run_on_image(package, image), meta)
     by_index = {lab.index: lab for lab in meta.labels}
     unknown = sorted({int(v) for v in labels} - set(by_index))
     if unknown:
@@ -110,7 +80,7 @@ def _predict(package: ModelPackage, image: np.ndarray) -> list[tuple[Label, floa
     kept: list[tuple[Label, float, np.ndarray]] = []
     for box, score, index in zip(boxes, scores, labels, strict=True):
         lab = by_index[int(index)]
-        if score < (lab.threshold if lab.threshold is not None else DEFAULT_THRESHOLD):
+        if score < threshold(lab):
             continue
         source = np.empty_like(box)
         for axis in range(dims):
@@ -185,7 +155,7 @@ def _finding(volume: Volume, d: Detection) -> FindingData:
     )
 
 
-def detect(volume: Volume, package: ModelPackage, uids: ResultUIDs) -> tuple[PipelineResult, list[Dataset]]:
+def run(volume: Volume, package: ModelPackage, uids: ResultUIDs, options: TaskOptions) -> TaskOutput:
     """Run a detection package on the series: its kept boxes as findings and an SR TID 1500."""
     meta = package.metadata
     if meta.input.dimensions == 3:
@@ -206,4 +176,4 @@ def detect(volume: Volume, package: ModelPackage, uids: ResultUIDs) -> tuple[Pip
         sr_sop_instance_uid=uids.sr_sop,
         result_series_uids=[uids.sr_series],
     )
-    return result, [sr]
+    return TaskOutput(result, [sr])
