@@ -12,7 +12,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from radsight.ai.hooks import AIHooks
-from radsight.ai.pipeline import PipelineResult
+from radsight.ai.result_types import PipelineResult
 from radsight.index.models import AIFinding, AIJob, Instance, Series
 from radsight.index.types import iso, utcnow
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from radsight.ai import jobs
+from radsight.ai.result_types import is_ai_result
 from radsight.index.models import AIJob, Series, Study
 from radsight.index.types import utcnow
 from radsight.ingest.service import StoredEvent
@@ -33,14 +34,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Cheap copy of routing's result filter, for the ingest path (routing filters them again).
-_RESULT_MODALITIES = frozenset({"SEG", "SR", "KO", "PR", "RTSTRUCT"})
-_AI_MARK = "ai generated"  # results' SeriesDescription (parametric maps are modality OT)
-_RESULT_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.30", "1.2.840.10008.5.1.4.1.1.88.")
-
-
 def is_result_event(event: StoredEvent) -> bool:
-    return event.modality.upper() in _RESULT_MODALITIES or event.result.sop_class_uid.startswith(_RESULT_SOP_CLASSES)
+    """An AI result (never a stability trigger): ``result_types.is_ai_result`` on the stored header."""
+    description = event.dataset.get("SeriesDescription", "") if event.dataset is not None else ""
+    return is_ai_result(
+        modality=event.modality, sop_class_uid=event.result.sop_class_uid, series_description=str(description or "")
+    )
 
 
 @dataclass(slots=True)
@@ -153,7 +152,7 @@ class StabilityMonitor:
         count = 0
         with self._lock:
             for study_uid, series_uid, modality, description in rows:
-                if (modality or "").upper() in _RESULT_MODALITIES or _AI_MARK in (description or "").lower():
+                if is_ai_result(modality=modality or "", sop_class_uid="", series_description=description or ""):
                     continue
                 self._pending.setdefault(series_uid, _Pending(study_uid, now))
                 count += 1
