@@ -3,8 +3,10 @@ publishes and that the viewer's TypeScript types are generated from (``viewer/sr
 see ``radsight.api.openapi``).
 
 The services build plain dicts (``worklist.query.item_dict``, ``ai.findings.finding_dict``,
-``worklist.alerts.alert_dict``, ``worklist.turnaround.turnaround``); the models here describe them
-field for field, in the same order, so validating a dict and serialising it gives the same JSON.
+``worklist.alerts.alert_dict``, ``worklist.turnaround.turnaround``, ``ai.jobs.JobView``); the
+``TypedDict`` models here describe them field for field, in the same order, so validating a dict and
+serialising it gives the same JSON. They are TypedDicts, not BaseModels, because a dict validates
+into a dict without building model objects: the worklist answers with up to 1,000 items.
 Times are the ISO 8601 strings the services format (:data:`IsoTime`), passed through unchanged.
 """
 
@@ -101,7 +103,7 @@ class RunRequest(BaseModel):
     model: str | None = Field(default=None, description="Run only this installed model (default: every matching one)")
 
 
-class JobResult(BaseModel):
+class JobResult(TypedDict):
     """The result instances a done job stored (empty strings: none of that kind)."""
 
     seg_sop_instance_uid: str
@@ -110,7 +112,7 @@ class JobResult(BaseModel):
     result_series_uids: list[str]
 
 
-class Job(BaseModel):
+class Job(TypedDict):
     """An AI job (``ai.jobs.JobView``)."""
 
     id: int
@@ -127,11 +129,11 @@ class Job(BaseModel):
     created_at: IsoTime
     started_at: IsoTime | None
     finished_at: IsoTime | None
-    next_run_at: IsoTime | None = Field(description="When a queued job runs next; null otherwise")
+    next_run_at: Annotated[IsoTime | None, Field(description="When a queued job runs next; null otherwise")]
     result: JobResult | None
 
 
-class RunResponse(BaseModel):
+class RunResponse(TypedDict):
     job_ids: list[int]
     jobs: list[Job]
 
@@ -139,10 +141,10 @@ class RunResponse(BaseModel):
 # --- AI findings -------------------------------------------------------------------------------
 
 
-class Measurement(BaseModel):
+class Measurement(TypedDict):
     name: str
     value: Number
-    unit: str = Field(description="e.g. mL, HU, voxels, 1")
+    unit: Annotated[str, Field(description="e.g. mL, HU, voxels, 1")]
 
 
 class FindingLocation(TypedDict, total=False):
@@ -164,7 +166,7 @@ class DecisionRequest(BaseModel):
     status: FindingStatus
 
 
-class Finding(BaseModel):
+class Finding(TypedDict):
     """An AI finding and the reader's decision on it (``ai.findings.finding_dict``)."""
 
     id: int
@@ -206,7 +208,7 @@ class OrderPriorityRequest(BaseModel):
     order_priority: OrderPriority | None
 
 
-class AISummary(BaseModel):
+class AISummary(TypedDict):
     """The AI finding that decided the study's AI priority."""
 
     level: Priority
@@ -216,7 +218,7 @@ class AISummary(BaseModel):
     probability: float | None
 
 
-class AlertSummary(BaseModel):
+class AlertSummary(TypedDict):
     """The study's oldest unacknowledged alert, else its newest acknowledged one."""
 
     id: int
@@ -226,7 +228,7 @@ class AlertSummary(BaseModel):
     acknowledged_by: str | None
 
 
-class WorklistItem(BaseModel):
+class WorklistItem(TypedDict):
     """One study as the worklist shows it (``worklist.query.item_dict``)."""
 
     StudyInstanceUID: str
@@ -253,12 +255,12 @@ class WorklistItem(BaseModel):
     alert: AlertSummary | None
 
 
-class WorklistPage(BaseModel):
-    total: int = Field(description="Items matching the filters, all pages")
+class WorklistPage(TypedDict):
+    total: Annotated[int, Field(description="Items matching the filters, all pages")]
     items: list[WorklistItem]
 
 
-class WebhookDelivery(BaseModel):
+class WebhookDelivery(TypedDict):
     state: Literal["pending", "delivered", "failed"]
     attempts: int
     next_attempt_at: IsoTime | None
@@ -266,7 +268,7 @@ class WebhookDelivery(BaseModel):
     delivered_at: IsoTime | None
 
 
-class Alert(BaseModel):
+class Alert(TypedDict):
     """A critical-finding alert and its webhook delivery (``worklist.alerts.alert_dict``)."""
 
     id: int
@@ -286,14 +288,14 @@ class Alert(BaseModel):
 # --- turnaround --------------------------------------------------------------------------------
 
 
-class TurnaroundMinutes(BaseModel):
+class TurnaroundMinutes(TypedDict):
     arrival_to_ai: float | None
     arrival_to_alert: float | None
     arrival_to_open: float | None
     arrival_to_sign: float | None
 
 
-class TurnaroundStudy(BaseModel):
+class TurnaroundStudy(TypedDict):
     StudyInstanceUID: str
     priority: Priority
     order_priority: OrderPriority | None
@@ -307,26 +309,26 @@ class TurnaroundStudy(BaseModel):
     minutes: TurnaroundMinutes
 
 
-class TurnaroundStat(BaseModel):
+class TurnaroundStat(TypedDict):
     n: int
     median: float | None
     p90: float | None
 
 
-class TurnaroundLevel(BaseModel):
+class TurnaroundLevel(TypedDict):
     studies: int
     arrival_to_sign: TurnaroundStat
     arrival_to_open: TurnaroundStat
     arrival_to_ai: TurnaroundStat
 
 
-class TurnaroundSummary(BaseModel):
+class TurnaroundSummary(TypedDict):
     critical: TurnaroundLevel
     urgent: TurnaroundLevel
     routine: TurnaroundLevel
 
 
-class Turnaround(BaseModel):
+class Turnaround(TypedDict):
     """Studies that arrived in [since, until), oldest first, and per priority n / median / p90."""
 
     since: IsoTime | None
