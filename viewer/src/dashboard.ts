@@ -5,7 +5,8 @@
 import './style.css';
 import { createAlertBanner } from './alerts';
 import { connectLive, debounce } from './live';
-import { type Priority, PRIORITY_LABEL, type Turnaround, type TurnaroundStudy, api, me } from './worklistApi';
+import type { Priority, Turnaround, TurnaroundStudy } from './api/types';
+import { PRIORITY_LABEL, api, me } from './worklistApi';
 
 const PRIORITIES: Priority[] = ['critical', 'urgent', 'routine'];
 const COLOURS: Record<Priority, string> = { critical: '#e5484d', urgent: '#f5a524', routine: '#4aa3ff' };

@@ -2,22 +2,10 @@
 // (claim / heartbeat / release / sign), order priority, alerts and turnaround figures.
 // Every call is same-origin with the session cookie; errors carry the server's `detail`.
 
-import type { components } from './api/schema';
+import type { Alert, ModelDetail, Me, OrderPriority, Priority, SignDecision, WorklistItem, WorklistPage } from './api/types';
 
-// The server's JSON, as generated from its OpenAPI document (src/api/schema.d.ts: `npm run openapi`).
-type Schemas = components['schemas'];
-export type WorklistItem = Schemas['WorklistItem'];
-export type WorklistPage = Schemas['WorklistPage'];
-export type AiSummary = Schemas['AISummary'];
-export type Alert = Schemas['Alert'];
-export type ModelDetail = Schemas['ModelDetail'];
-export type Me = Schemas['UserOut'];
-export type SignDecision = Schemas['Decision'];
-export type Turnaround = Schemas['Turnaround'];
-export type TurnaroundStudy = Schemas['TurnaroundStudy'];
-export type Priority = WorklistItem['priority'];
-export type ReadStatus = WorklistItem['status'];
-export type OrderPriority = NonNullable<WorklistItem['order_priority']>;
+// Re-exported under the names the pages have imported from here.
+export type { Alert, AiSummary, ModelDetail, Me, OrderPriority, Priority, ReadStatus, WorklistItem, WorklistPage } from './api/types';
 
 export interface WorklistQuery {
   status?: string;
