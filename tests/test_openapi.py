@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from playwright.sync_api import Browser
 from pydantic import TypeAdapter
 
+from conftest import RunningServer
 from radsight.ai.findings import finding_dict
 from radsight.ai.jobs import JobView
 from radsight.api import schemas
@@ -27,6 +29,9 @@ from radsight.worklist.alerts import alert_dict
 from radsight.worklist.priority import Rules
 from radsight.worklist.query import item_dict
 from radsight.worklist.turnaround import turnaround
+from test_viewer_browser import TIMEOUT_MS, browser, login
+
+__all__ = ["browser"]  # the Chromium fixture, shared with the viewer's browser tests
 
 COMMITTED = Path(__file__).resolve().parents[1] / "viewer" / "openapi.json"
 AUTH = ("docs-user", "docs-password")
@@ -95,6 +100,26 @@ def test_swagger_ui_is_served_from_this_server(client: TestClient) -> None:
     assert gz.headers.get("content-encoding") == "gzip"
     assert client.get("/docs/assets/..%2Fviewer.html", auth=AUTH).status_code == 404
     assert client.get("/docs/assets/missing.js", auth=AUTH).status_code == 404
+
+
+def test_swagger_ui_renders_the_api_offline(server: RunningServer, browser: Browser) -> None:
+    if not (SWAGGER_DIR / "swagger-ui-bundle.js").is_file():
+        pytest.fail("the viewer is not built: run `make setup`")
+    context = browser.new_context()
+    page = context.new_page()
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    try:
+        login(page, server, "/dashboard")  # any page: logging in sets the cookie that /docs reads
+        page.goto(server.base_url + "/docs")
+        page.wait_for_selector(".opblock", timeout=TIMEOUT_MS)
+        paths = set(page.locator(".opblock-summary-path").all_inner_texts())
+    finally:
+        context.close()
+    assert {"/api/worklist", "/api/studies/{study_instance_uid}/findings", "/api/jobs/{job_id}"} <= {
+        p.replace("\u200b", "") for p in paths
+    }
+    assert all(u.startswith(server.base_url) for u in requests if not u.startswith("data:")), requests
 
 
 # --- the response models pass the services' dicts through unchanged ---------------------------
