@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from fastapi.testclient import TestClient
@@ -17,7 +17,8 @@ from playwright.sync_api import Browser
 from pydantic import TypeAdapter
 
 from conftest import RunningServer
-from radsight.ai.findings import finding_dict
+from radsight.ai import jobs
+from radsight.ai.findings import DECISIONS, finding_dict
 from radsight.ai.jobs import JobView
 from radsight.api import schemas
 from radsight.api.app import create_app
@@ -25,9 +26,11 @@ from radsight.api.auth import add_user
 from radsight.api.openapi import SWAGGER_DIR, openapi_document
 from radsight.archive import Archive
 from radsight.index.models import AIFinding, AIJob, Study, WorklistAlert, WorklistStudy
+from radsight.worklist import alerts
 from radsight.worklist.alerts import alert_dict
-from radsight.worklist.priority import Rules
+from radsight.worklist.priority import LEVELS, ORDER_PRIORITIES, Rules
 from radsight.worklist.query import item_dict
+from radsight.worklist.service import STATUSES
 from radsight.worklist.turnaround import turnaround
 from test_viewer_browser import TIMEOUT_MS, browser, login
 
@@ -125,6 +128,16 @@ def test_swagger_ui_renders_the_api_offline(server: RunningServer, browser: Brow
 # --- the response models pass the services' dicts through unchanged ---------------------------
 
 NOW = datetime(2026, 3, 2, 10, 30, tzinfo=UTC)
+
+
+def test_enumerations_are_the_services() -> None:
+    assert set(get_args(schemas.Priority)) == set(LEVELS)
+    assert set(get_args(schemas.ReadStatus)) == set(STATUSES)
+    assert set(get_args(schemas.OrderPriority)) == set(ORDER_PRIORITIES)
+    assert set(get_args(schemas.FindingStatus)) == set(DECISIONS)
+    assert set(get_args(schemas.JobState)) == set(jobs.STATES)
+    assert set(get_args(schemas.JobTrigger)) == set(jobs.TRIGGERS)
+    assert set(get_args(schemas.WebhookState)) == {alerts.PENDING, alerts.DELIVERED, alerts.FAILED}
 
 
 def _same_json(model: Any, value: dict[str, Any]) -> None:

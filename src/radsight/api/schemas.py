@@ -32,6 +32,7 @@ OrderPriority = Literal["STAT", "URGENT", "ROUTINE"]
 FindingStatus = Literal["pending", "accepted", "rejected"]
 JobState = Literal["queued", "running", "done", "failed"]
 JobTrigger = Literal["stable", "manual", "api"]
+WebhookState = Literal["pending", "delivered", "failed"]
 
 # --- authentication and administration -------------------------------------------------------
 
@@ -261,7 +262,7 @@ class WorklistPage(TypedDict):
 
 
 class WebhookDelivery(TypedDict):
-    state: Literal["pending", "delivered", "failed"]
+    state: WebhookState
     attempts: int
     next_attempt_at: IsoTime | None
     last_error: str | None
