@@ -17,7 +17,8 @@ setup: apt $(VENV)/.installed $(VIEWER_BUILT)
 viewer/node_modules/.package-lock.json: viewer/package-lock.json
 	cd viewer && npm ci --no-audit --no-fund
 
-$(VIEWER_BUILT): viewer/node_modules/.package-lock.json $(VIEWER_SRC)
+# The build first checks the generated REST types against the Python routes: it needs the venv.
+$(VIEWER_BUILT): viewer/node_modules/.package-lock.json $(VIEWER_SRC) | $(VENV)/.installed
 	cd viewer && npm run build
 	touch $@
 

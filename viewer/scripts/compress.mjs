@@ -3,10 +3,12 @@ import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 
-const dir = new URL('../../src/radsight/api/static/viewer/assets/', import.meta.url).pathname;
-for (const name of readdirSync(dir)) {
-  if (!/\.(js|css|wasm)$/.test(name)) continue;
-  const path = join(dir, name);
-  if (statSync(path).size < 4096) continue;
-  writeFileSync(`${path}.gz`, gzipSync(readFileSync(path), { level: 9 }));
+const built = new URL('../../src/radsight/api/static/viewer/', import.meta.url).pathname;
+for (const dir of ['assets', 'swagger-ui'].map((d) => join(built, d))) {
+  for (const name of readdirSync(dir)) {
+    if (!/\.(js|css|wasm)$/.test(name)) continue;
+    const path = join(dir, name);
+    if (statSync(path).size < 4096) continue;
+    writeFileSync(`${path}.gz`, gzipSync(readFileSync(path), { level: 9 }));
+  }
 }

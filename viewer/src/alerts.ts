@@ -5,6 +5,11 @@
 import type { LiveEvent } from './live';
 import { type Alert, ApiError, type WorklistItem, acknowledge, fmtTime, unacknowledgedAlerts, worklistItem } from './worklistApi';
 
+/** A banner line: an alert (as GET /api/alerts lists it, or a live event's data) and its study's patient. */
+type BannerAlert = Omit<Alert, 'StudyInstanceUID' | 'reason'> &
+  Partial<Pick<Alert, 'StudyInstanceUID' | 'reason'>> &
+  Partial<Pick<WorklistItem, 'PatientName' | 'PatientID' | 'StudyDescription'>>;
+
 export interface AlertBanner {
   /** Feed a live event; returns true when it was an alert event. */
   onEvent: (e: LiveEvent) => boolean;
@@ -13,8 +18,8 @@ export interface AlertBanner {
 }
 
 /** What an event's data holds: the alert itself, or `{StudyInstanceUID, alert, item}`. */
-function alertOf(data: LiveEvent['data']): Alert | undefined {
-  const a = (data.alert ?? data) as Alert | undefined;
+function alertOf(data: LiveEvent['data']): BannerAlert | undefined {
+  const a = (data.alert ?? data) as BannerAlert | undefined;
   if (!a || a.id === undefined || a.id === null) return undefined;
   const item = data.item as Partial<WorklistItem> | undefined;
   return {
@@ -29,9 +34,9 @@ function alertOf(data: LiveEvent['data']): Alert | undefined {
 
 export function createAlertBanner(
   host: HTMLElement,
-  opts: { describe?: (uid: string) => Partial<WorklistItem> | undefined; onAcknowledged?: (a: Alert) => void } = {},
+  opts: { describe?: (uid: string) => Partial<WorklistItem> | undefined; onAcknowledged?: (a: BannerAlert) => void } = {},
 ): AlertBanner {
-  const alerts = new Map<string, Alert>();
+  const alerts = new Map<string, BannerAlert>();
   // Alerts listed by GET /api/alerts carry no patient data: the study's item, asked once.
   const items = new Map<string, Partial<WorklistItem> | null>();
   const describe = (uid: string): Partial<WorklistItem> | undefined => {

@@ -5,24 +5,16 @@
 import './style.css';
 import { createAlertBanner } from './alerts';
 import { connectLive, debounce } from './live';
-import { type Priority, PRIORITY_LABEL, api, me } from './worklistApi';
+import type { Priority, Turnaround, TurnaroundStudy } from './api/types';
+import { PRIORITY_LABEL, api, me } from './worklistApi';
 
 const PRIORITIES: Priority[] = ['critical', 'urgent', 'routine'];
 const COLOURS: Record<Priority, string> = { critical: '#e5484d', urgent: '#f5a524', routine: '#4aa3ff' };
 const METRICS = [
-  { key: 'arrival_to_open', label: 'Arrival to open', to: ['opened_at', 'first_opened_at'] },
-  { key: 'arrival_to_ai', label: 'Arrival to AI result', to: ['ai_at', 'ai_result_at'] },
-  { key: 'arrival_to_sign', label: 'Arrival to sign-off', to: ['signed_at'] },
+  { key: 'arrival_to_open', label: 'Arrival to open' },
+  { key: 'arrival_to_ai', label: 'Arrival to AI result' },
+  { key: 'arrival_to_sign', label: 'Arrival to sign-off' },
 ] as const;
-type MetricKey = (typeof METRICS)[number]['key'];
-
-type Row = Record<string, unknown> & { StudyInstanceUID?: string; priority?: Priority };
-interface Stat {
-  n: number;
-  median: number | null;
-  p90: number | null;
-}
-type Summary = Partial<Record<Priority, Partial<Record<MetricKey, Partial<Stat>>> & { n?: number }>>;
 
 const statusEl = document.querySelector<HTMLElement>('#status')!;
 const plotEl = document.querySelector<HTMLElement>('#plot')!;
@@ -31,20 +23,8 @@ const noteEl = document.querySelector<HTMLElement>('#note')!;
 const hook = { loaded: false, groups: 0, studies: 0, error: '' };
 (window as unknown as { __radsight: typeof hook }).__radsight = hook;
 
-const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
-
-/** Minutes of one metric for a row: the server's figure, else from the two timestamps. */
-function minutes(row: Row, m: (typeof METRICS)[number]): number | null {
-  for (const k of [`${m.key}_min`, `${m.key}_minutes`, m.key]) {
-    const v = num(row[k]);
-    if (v !== null) return v;
-  }
-  const nested = row.minutes as Record<string, unknown> | undefined;
-  if (nested && num(nested[m.key]) !== null) return num(nested[m.key]);
-  const a = Date.parse(String(row.arrived_at ?? ''));
-  const b = Date.parse(String(m.to.map((k) => row[k]).find(Boolean) ?? ''));
-  return Number.isFinite(a) && Number.isFinite(b) ? (b - a) / 60000 : null;
-}
+/** Minutes of one metric for a row (null: not reached yet). */
+const minutes = (row: TurnaroundStudy, m: (typeof METRICS)[number]): number | null => row.minutes[m.key];
 
 /** Quantile by linear interpolation (numpy's default), of sorted values. */
 export function quantile(sorted: number[], q: number): number {
@@ -135,28 +115,7 @@ function boxPlot(groups: { priority: Priority; values: number[] }[]): SVGSVGElem
   return svg;
 }
 
-function summarise(rows: Row[], server: Summary | undefined): Record<Priority, Record<MetricKey, Stat>> {
-  const out = {} as Record<Priority, Record<MetricKey, Stat>>;
-  for (const p of PRIORITIES) {
-    out[p] = {} as Record<MetricKey, Stat>;
-    for (const m of METRICS) {
-      const given = server?.[p]?.[m.key];
-      if (given && typeof given === 'object' && given.n !== undefined) {
-        out[p][m.key] = { n: given.n ?? 0, median: num(given.median), p90: num(given.p90) };
-        continue;
-      }
-      const values = rows
-        .filter((r) => r.priority === p)
-        .map((r) => minutes(r, m))
-        .filter((v): v is number => v !== null)
-        .sort((a, b) => a - b);
-      out[p][m.key] = { n: values.length, median: values.length ? quantile(values, 0.5) : null, p90: values.length ? quantile(values, 0.9) : null };
-    }
-  }
-  return out;
-}
-
-function renderSummary(stats: Record<Priority, Record<MetricKey, Stat>>): void {
+function renderSummary(stats: Turnaround['summary']): void {
   const th = (textContent: string, span: Partial<HTMLTableCellElement> = {}) => Object.assign(document.createElement('th'), { textContent, ...span });
   const groups = document.createElement('tr');
   groups.append(th('Priority', { rowSpan: 2 }), ...METRICS.map((m) => th(m.label, { colSpan: 3 })));
@@ -179,16 +138,15 @@ function renderSummary(stats: Record<Priority, Record<MetricKey, Stat>>): void {
 async function load(): Promise<void> {
   statusEl.textContent = 'Loading…';
   try {
-    const body = await api<Row[] | { studies?: Row[]; rows?: Row[]; items?: Row[]; summary?: Summary }>('GET', `/api/turnaround?${rangeParams()}`);
-    const rows = Array.isArray(body) ? body : (body.studies ?? body.rows ?? body.items ?? []);
-    const server = Array.isArray(body) ? undefined : body.summary;
+    const body = await api<Turnaround>('GET', `/api/turnaround?${rangeParams()}`);
+    const rows = body.studies;
     const sign = METRICS[2];
     const groups = PRIORITIES.map((p) => ({
       priority: p,
       values: rows.filter((r) => r.priority === p).map((r) => minutes(r, sign)).filter((v): v is number => v !== null && v >= 0),
     }));
     plotEl.replaceChildren(boxPlot(groups));
-    renderSummary(summarise(rows, server));
+    renderSummary(body.summary);
     hook.groups = groups.filter((g) => g.values.length).length;
     hook.studies = rows.length;
     noteEl.textContent = `${rows.length} studies; ${groups.reduce((n, g) => n + g.values.length, 0)} signed off. Priority as the worklist gave it.`;

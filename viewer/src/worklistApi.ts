@@ -2,56 +2,10 @@
 // (claim / heartbeat / release / sign), order priority, alerts and turnaround figures.
 // Every call is same-origin with the session cookie; errors carry the server's `detail`.
 
-export type Priority = 'critical' | 'urgent' | 'routine';
-export type ReadStatus = 'unread' | 'in_progress' | 'read';
-export type OrderPriority = 'STAT' | 'URGENT' | 'ROUTINE';
+import type { Alert, ModelDetail, Me, OrderPriority, Priority, SignDecision, WorklistItem, WorklistPage } from './api/types';
 
-export interface AiSummary {
-  level: string | null;
-  model: string;
-  model_version: string;
-  label: string;
-  probability: number | null;
-}
-
-export interface Alert {
-  id: number | string;
-  level: string;
-  raised_at: string;
-  acknowledged_at: string | null;
-  acknowledged_by: string | null;
-  StudyInstanceUID?: string;
-  reason?: string;
-  PatientName?: string;
-  PatientID?: string;
-  StudyDescription?: string;
-  AccessionNumber?: string;
-  [k: string]: unknown;
-}
-
-export interface WorklistItem {
-  StudyInstanceUID: string;
-  priority: Priority;
-  score: number;
-  reason: string;
-  status: ReadStatus;
-  claimed_by: string | null;
-  claimed_at: string | null;
-  signed_by: string | null;
-  signed_at: string | null;
-  arrived_at: string | null;
-  order_priority: OrderPriority | null;
-  PatientName: string;
-  PatientID: string;
-  StudyDate: string;
-  ModalitiesInStudy: string[];
-  StudyDescription: string;
-  AccessionNumber: string;
-  NumberOfStudyRelatedSeries: number;
-  NumberOfStudyRelatedInstances: number;
-  ai: AiSummary | null;
-  alert: Alert | null;
-}
+// Re-exported under the names the pages have imported from here.
+export type { Alert, AiSummary, ModelDetail, Me, OrderPriority, Priority, ReadStatus, WorklistItem, WorklistPage } from './api/types';
 
 export interface WorklistQuery {
   status?: string;
@@ -61,11 +15,6 @@ export interface WorklistQuery {
   q?: string;
   limit: number;
   offset: number;
-}
-
-export interface WorklistPage {
-  total: number;
-  items: WorklistItem[];
 }
 
 export class ApiError extends Error {
@@ -113,10 +62,11 @@ export function fetchWorklist(q: WorklistQuery): Promise<WorklistPage> {
 
 export const worklistItem = (uid: string) => api<WorklistItem>('GET', study(uid));
 export const claim = (uid: string) => api<WorklistItem>('POST', `${study(uid)}/claim`);
-export const heartbeat = (uid: string) => api<unknown>('POST', `${study(uid)}/heartbeat`);
-export const release = (uid: string) => api<unknown>('POST', `${study(uid)}/release`);
-export const sign = (uid: string, decisions: { finding_id: number | string; status: 'accepted' | 'rejected' }[]) =>
-  api<WorklistItem>('POST', `${study(uid)}/sign`, { decisions });
+export const heartbeat = (uid: string) => api<WorklistItem>('POST', `${study(uid)}/heartbeat`);
+export const release = (uid: string) => api<WorklistItem>('POST', `${study(uid)}/release`);
+/** A finding id may be a string from the page (the server reads it as an integer). */
+type SignInput = Omit<SignDecision, 'finding_id'> & { finding_id: SignDecision['finding_id'] | string };
+export const sign = (uid: string, decisions: SignInput[]) => api<WorklistItem>('POST', `${study(uid)}/sign`, { decisions });
 export const setOrderPriority = (uid: string, order_priority: OrderPriority | null) =>
   api<WorklistItem>('PUT', `${study(uid)}/order-priority`, { order_priority });
 
@@ -129,27 +79,11 @@ export function releaseOnExit(uid: string): void {
   }
 }
 
-export async function unacknowledgedAlerts(): Promise<Alert[]> {
-  const body = await api<Alert[] | { items?: Alert[]; alerts?: Alert[] }>('GET', '/api/alerts?unacknowledged=true');
-  return Array.isArray(body) ? body : (body.items ?? body.alerts ?? []);
-}
+export const unacknowledgedAlerts = () => api<Alert[]>('GET', '/api/alerts?unacknowledged=true');
 
 export const acknowledge = (id: Alert['id']) => api<Alert>('POST', `/api/alerts/${encodeURIComponent(String(id))}/ack`);
 
-export interface ModelDetail {
-  name: string;
-  version: string;
-  task: string;
-  model_card: string | null;
-  metadata?: { description?: string; intended_use?: string };
-}
-
 export const fetchModel = (name: string) => api<ModelDetail>('GET', `/api/models/${encodeURIComponent(name)}`);
-
-export interface Me {
-  username: string;
-  role: string;
-}
 
 let meP: Promise<Me | null> | undefined;
 /** The logged-in user (cached for the page). */

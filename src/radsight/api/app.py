@@ -19,6 +19,7 @@ from radsight.api import (
     routes_worklist,
 )
 from radsight.api.auth import Authenticator
+from radsight.api.openapi import add_openapi_routes
 from radsight.archive import Archive
 from radsight.dicomweb import router as dicomweb_router
 from radsight.dicomweb import wado_uri_router
@@ -50,6 +51,7 @@ def create_app(archive: Archive) -> FastAPI:
     app.include_router(routes_jobs.router)
     app.include_router(routes_findings.router)
     app.include_router(routes_worklist.router)
+    add_openapi_routes(app)  # /openapi.json and /docs, for authenticated users
     # Last: the viewer's catch-all routes must not shadow the API.
     app.include_router(routes_viewer.router)
     return app

@@ -3,33 +3,22 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, status
-from pydantic import BaseModel, Field
 
 from radsight.api.auth import add_user
 from radsight.api.deps import AdminUser, SessionDep
+from radsight.api.schemas import RemoteAEIn, RemoteAEOut, UserIn, UserOut
 from radsight.dimse.peers import add_peer, list_peers, remove_peer
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", tags=["admin"])
 
 
-class RemoteAEIn(BaseModel):
-    ae_title: str = Field(max_length=16)
-    host: str
-    port: int = Field(gt=0, lt=65536)
-    description: str = ""
-
-
-class RemoteAEOut(RemoteAEIn):
-    pass
-
-
-@router.get("/aes", response_model=list[RemoteAEOut])
+@router.get("/aes")
 def aes_list(session: SessionDep, _: AdminUser) -> list[RemoteAEOut]:
     return [RemoteAEOut(ae_title=p.ae_title, host=p.host, port=p.port, description=p.description)
             for p in list_peers(session)]
 
 
-@router.put("/aes/{ae_title}", response_model=RemoteAEOut)
+@router.put("/aes/{ae_title}")
 def aes_put(ae_title: str, body: RemoteAEIn, session: SessionDep, _: AdminUser) -> RemoteAEOut:
     if body.ae_title != ae_title:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "AE title in the path and body differ")
@@ -46,16 +35,10 @@ def aes_delete(ae_title: str, session: SessionDep, _: AdminUser) -> None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no remote AE {ae_title!r}")
 
 
-class UserIn(BaseModel):
-    username: str
-    password: str
-    role: str = "viewer"
-
-
 @router.post("/users", status_code=status.HTTP_201_CREATED)
-def users_add(body: UserIn, session: SessionDep, _: AdminUser) -> dict[str, str]:
+def users_add(body: UserIn, session: SessionDep, _: AdminUser) -> UserOut:
     try:
         u = add_user(session, body.username, body.password, body.role)
     except ValueError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
-    return {"username": u.username, "role": u.role}
+    return UserOut(username=u.username, role=u.role)

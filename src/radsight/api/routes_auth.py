@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, Request, status
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from pydantic import BaseModel
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from radsight.api.auth import issue_token, revoke_token
 from radsight.api.deps import TOKEN_COOKIE, ArchiveDep, CurrentUser
+from radsight.api.schemas import TokenRequest, TokenResponse, UserOut
 
 router = APIRouter()
 
@@ -69,18 +69,7 @@ def login_form(
     return resp
 
 
-class TokenRequest(BaseModel):
-    username: str
-    password: str
-
-
-class TokenResponse(BaseModel):
-    access_token: str
-    token_type: str = "bearer"
-    expires_in: int
-
-
-@router.post("/api/auth/token", response_model=TokenResponse)
+@router.post("/api/auth/token", tags=["auth"], openapi_extra={"security": []})  # no credentials yet
 def create_token(body: TokenRequest, request: Request, archive: ArchiveDep) -> TokenResponse:
     """Exchange a user name and password for a Bearer token."""
     with archive.db.session() as s:
@@ -102,6 +91,7 @@ def logout(request: Request, archive: ArchiveDep) -> Response:
     return resp
 
 
-@router.get("/api/me")
-def me(user: CurrentUser) -> JSONResponse:
-    return JSONResponse({"username": user.username, "role": user.role})
+@router.get("/api/me", tags=["auth"])
+def me(user: CurrentUser) -> UserOut:
+    """The logged-in user."""
+    return UserOut(username=user.username, role=user.role)

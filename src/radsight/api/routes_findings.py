@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, status
-from pydantic import BaseModel
 
 from radsight.ai import findings
 from radsight.api.deps import ArchiveDep, CurrentUser, SessionDep, get_current_user
+from radsight.api.schemas import DecisionRequest, Finding
 
 router = APIRouter(prefix="/api", dependencies=[Depends(get_current_user)], tags=["ai"])
 
 
-class DecisionRequest(BaseModel):
-    status: Literal["accepted", "rejected", "pending"]
-
-
-@router.get("/studies/{study_instance_uid}/findings")
+@router.get("/studies/{study_instance_uid}/findings", response_model=list[Finding])
 def study_findings(study_instance_uid: str, session: SessionDep) -> list[dict[str, Any]]:
     """The study's findings, oldest first; rejected ones included (marked rejected). ``[]`` if none."""
     return findings.findings_for_study(session, study_instance_uid)
 
 
-@router.post("/findings/{finding_id}/decision")
+@router.post("/findings/{finding_id}/decision", response_model=Finding)
 def decide_finding(
     finding_id: int, body: DecisionRequest, session: SessionDep, user: CurrentUser, archive: ArchiveDep
 ) -> dict[str, Any]:

@@ -6,21 +6,17 @@ from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, status
-from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from radsight.ai import jobs
 from radsight.ai.engine import ModelNotFound, StudyNotFound, request_run
 from radsight.api.deps import ArchiveDep, SessionDep, get_current_user
+from radsight.api.schemas import Job, RunRequest, RunResponse
 
 router = APIRouter(prefix="/api", dependencies=[Depends(get_current_user)], tags=["ai"])
 
 
-class RunRequest(BaseModel):
-    model: str | None = Field(default=None, description="Run only this installed model (default: every matching one)")
-
-
-@router.post("/studies/{study_instance_uid}/ai/run", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/studies/{study_instance_uid}/ai/run", status_code=status.HTTP_202_ACCEPTED, response_model=RunResponse)
 async def run_study(
     study_instance_uid: str, archive: ArchiveDep, body: RunRequest | None = None
 ) -> dict[str, Any]:
@@ -42,13 +38,13 @@ async def run_study(
     return {"job_ids": [j.id for j in queued], "jobs": [asdict(jobs.JobView.of(j)) for j in queued]}
 
 
-@router.get("/studies/{study_instance_uid}/jobs")
+@router.get("/studies/{study_instance_uid}/jobs", response_model=list[Job])
 def study_jobs(study_instance_uid: str, session: SessionDep) -> list[dict[str, Any]]:
     """The study's AI jobs, oldest first (an unknown study has none: ``[]``)."""
     return [asdict(jobs.JobView.of(j)) for j in jobs.jobs_for_study(session, study_instance_uid)]
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", response_model=Job)
 def get_job(job_id: int, session: SessionDep) -> dict[str, Any]:
     job = jobs.get_job(session, job_id)
     if job is None:

@@ -4,58 +4,54 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
-from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from radsight.ai.package import CARD_FILE, ModelPackageError
 from radsight.ai.registry import install, list_models, package_metadata, remove
-from radsight.ai.routing import RoutingRule, replace_stored_rules, settings_rules, stored_rules
+from radsight.ai.routing import replace_stored_rules, settings_rules, stored_rules
 from radsight.api.deps import AdminUser, ArchiveDep, SessionDep, get_current_user
+from radsight.api.schemas import ModelDetail, ModelOut, RulesIn, RulesOut
 from radsight.index.models import AIModel
 
 router = APIRouter(prefix="/api", dependencies=[Depends(get_current_user)], tags=["ai"])
 
 ZIP_TYPES = {"application/zip", "application/x-zip-compressed", "application/octet-stream"}
-
-
-class ModelOut(BaseModel):
-    name: str
-    version: str
-    task: str
-    sha256: str
-    enabled: bool
-    added_at: datetime
-    metadata: dict[str, Any]
-
-
-class ModelDetail(ModelOut):
-    model_card: str | None
+# The upload is read from the request stream (``_receive_zip``), so its body is declared by hand.
+_ZIP_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/zip": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+            },
+        },
+    }
+}
 
 
 def _out(m: AIModel) -> ModelOut:
     return ModelOut(name=m.name, version=m.version, task=m.task, sha256=m.sha256, enabled=m.enabled,
-                    added_at=m.added_at, metadata=package_metadata(m).model_dump(mode="json"))
+                    added_at=m.added_at, metadata=package_metadata(m))
 
 
-@router.get("/models", response_model=list[ModelOut])
+@router.get("/models")
 def models_list(session: SessionDep) -> list[ModelOut]:
     return [_out(m) for m in list_models(session)]
 
 
-@router.get("/models/{name}", response_model=ModelDetail)
+@router.get("/models/{name}")
 def models_get(name: str, session: SessionDep) -> ModelDetail:
     m = next((m for m in list_models(session) if m.name == name), None)
     if m is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no model {name!r} is installed")
     card = Path(m.package_dir) / CARD_FILE
     text = card.read_text(encoding="utf-8") if card.is_file() else None
-    return ModelDetail(**_out(m).model_dump(), model_card=text)
+    return ModelDetail(**dict(_out(m)), model_card=text)
 
 
 async def _receive_zip(request: Request, dest: Path, limit: int) -> None:
@@ -89,7 +85,7 @@ async def _receive_zip(request: Request, dest: Path, limit: int) -> None:
                         "send the model package as application/zip or as a multipart/form-data file")
 
 
-@router.post("/models", response_model=ModelOut, status_code=status.HTTP_201_CREATED)
+@router.post("/models", status_code=status.HTTP_201_CREATED, openapi_extra=_ZIP_BODY)
 async def models_add(request: Request, archive: ArchiveDep, _: AdminUser, replace: bool = False) -> ModelOut:
     """Install a model package uploaded as a .zip (``?replace=true`` replaces another version)."""
     workdir = Path(tempfile.mkdtemp(prefix="radsight-upload-"))
@@ -113,15 +109,6 @@ def models_delete(name: str, archive: ArchiveDep, _: AdminUser) -> None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no model {name!r} is installed")
 
 
-class RulesIn(BaseModel):
-    rules: list[RoutingRule]
-
-
-class RulesOut(RulesIn):
-    # Read-only here: from the settings (TOML ``[[ai_rules]]`` / ``RADSIGHT_AI_RULES``).
-    settings_rules: list[RoutingRule]
-
-
 def _rules_out(archive: ArchiveDep, session: SessionDep) -> RulesOut:
     try:
         from_settings = settings_rules(archive.settings)
@@ -131,12 +118,12 @@ def _rules_out(archive: ArchiveDep, session: SessionDep) -> RulesOut:
     return RulesOut(rules=stored_rules(session), settings_rules=from_settings)
 
 
-@router.get("/ai/rules", response_model=RulesOut)
+@router.get("/ai/rules")
 def rules_get(archive: ArchiveDep, session: SessionDep) -> RulesOut:
     return _rules_out(archive, session)
 
 
-@router.put("/ai/rules", response_model=RulesOut)
+@router.put("/ai/rules")
 def rules_put(body: RulesIn, archive: ArchiveDep, session: SessionDep, _: AdminUser) -> RulesOut:
     """Replace the stored routing rules (the settings' rules stay as they are)."""
     try:

@@ -67,17 +67,16 @@ def dashboard(request: Request) -> Response:
     return _page(request, "dashboard.html")
 
 
-@router.get("/assets/{name}")
-def asset(name: str, request: Request) -> Response:
-    """Hashed build outputs (scripts, styles, web workers, WebAssembly codecs)."""
+def built_file(directory: Path, name: str, request: Request, cache_control: str) -> Response:
+    """A file directly in ``directory`` of the built front end (its ``.gz`` to a gzip-capable client),
+    to an authenticated user: 401 otherwise, 404 for any other name."""
     if not _authenticated(request):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "authentication required")
-    assets = ASSETS_DIR / "assets"
-    path = assets / name
-    # Only plain files directly in assets/: no traversal.
+    path = directory / name
+    # Only plain files directly in the folder: no traversal.
     if "/" in name or "\\" in name or name.startswith(".") or not path.is_file():
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such asset")
-    headers = {"Cache-Control": "private, max-age=31536000, immutable"}
+    headers = {"Cache-Control": cache_control}
     gz = path.with_name(name + ".gz")
     if gz.is_file() and "gzip" in request.headers.get("accept-encoding", ""):
         media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
@@ -85,3 +84,9 @@ def asset(name: str, request: Request) -> Response:
         headers["Vary"] = "Accept-Encoding"
         return FileResponse(gz, media_type=media_type, headers=headers)
     return FileResponse(path, headers=headers)
+
+
+@router.get("/assets/{name}")
+def asset(name: str, request: Request) -> Response:
+    """Hashed build outputs (scripts, styles, web workers, WebAssembly codecs)."""
+    return built_file(ASSETS_DIR / "assets", name, request, "private, max-age=31536000, immutable")

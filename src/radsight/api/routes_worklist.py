@@ -4,33 +4,20 @@ event stream (Server-Sent Events), critical-finding alerts and turnaround metric
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
 
 from radsight.ai.findings import FindingNotFound
 from radsight.api.deps import ArchiveDep, CurrentUser, SessionDep, get_current_user
+from radsight.api.schemas import Alert, OrderPriorityRequest, SignRequest, Turnaround, WorklistItem, WorklistPage
 from radsight.archive import Archive
 from radsight.worklist import alerts, query, service
 from radsight.worklist.live import EventFeed
 from radsight.worklist.turnaround import turnaround as turnaround_report
 
 router = APIRouter(prefix="/api", dependencies=[Depends(get_current_user)], tags=["worklist"])
-
-
-class Decision(BaseModel):
-    finding_id: int
-    status: Literal["accepted", "rejected"]
-
-
-class SignRequest(BaseModel):
-    decisions: list[Decision] = []
-
-
-class OrderPriorityRequest(BaseModel):
-    order_priority: Literal["STAT", "URGENT", "ROUTINE"] | None
 
 
 def _item(archive: Archive, study_instance_uid: str) -> dict[str, Any]:
@@ -41,7 +28,7 @@ def _item(archive: Archive, study_instance_uid: str) -> dict[str, Any]:
     return items[study_instance_uid]
 
 
-@router.get("/worklist")
+@router.get("/worklist", response_model=WorklistPage)
 def get_worklist(
     archive: ArchiveDep,
     session: SessionDep,
@@ -70,7 +57,11 @@ def _feed(request: Request, archive: Archive) -> EventFeed:
     return feed
 
 
-@router.get("/worklist/events")
+@router.get(
+    "/worklist/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": "Event stream"}},
+)
 async def worklist_events(
     request: Request,
     archive: ArchiveDep,
@@ -89,7 +80,7 @@ async def worklist_events(
     )
 
 
-@router.get("/worklist/{study_instance_uid}")
+@router.get("/worklist/{study_instance_uid}", response_model=WorklistItem)
 def get_worklist_item(study_instance_uid: str, archive: ArchiveDep) -> dict[str, Any]:
     return _item(archive, study_instance_uid)
 
@@ -111,19 +102,19 @@ def _run(archive: Archive, study_instance_uid: str, action: Any) -> dict[str, An
     return _item(archive, study_instance_uid)
 
 
-@router.post("/worklist/{study_instance_uid}/claim")
+@router.post("/worklist/{study_instance_uid}/claim", response_model=WorklistItem)
 def claim(study_instance_uid: str, archive: ArchiveDep, user: CurrentUser) -> dict[str, Any]:
     """Take the study for reading (409 naming the holder if another reader has it)."""
     return _run(archive, study_instance_uid, lambda: service.claim(archive, study_instance_uid, user.username))
 
 
-@router.post("/worklist/{study_instance_uid}/heartbeat")
+@router.post("/worklist/{study_instance_uid}/heartbeat", response_model=WorklistItem)
 def heartbeat(study_instance_uid: str, archive: ArchiveDep, user: CurrentUser) -> dict[str, Any]:
     """Extend the caller's claim by ``claim_timeout_minutes``."""
     return _run(archive, study_instance_uid, lambda: service.heartbeat(archive, study_instance_uid, user.username))
 
 
-@router.post("/worklist/{study_instance_uid}/release")
+@router.post("/worklist/{study_instance_uid}/release", response_model=WorklistItem)
 def release(study_instance_uid: str, archive: ArchiveDep, user: CurrentUser) -> dict[str, Any]:
     """Give the study back to the list (its holder, or an admin)."""
     return _run(
@@ -133,7 +124,7 @@ def release(study_instance_uid: str, archive: ArchiveDep, user: CurrentUser) -> 
     )
 
 
-@router.post("/worklist/{study_instance_uid}/sign")
+@router.post("/worklist/{study_instance_uid}/sign", response_model=WorklistItem)
 def sign(study_instance_uid: str, body: SignRequest, archive: ArchiveDep, user: CurrentUser) -> dict[str, Any]:
     """Store the decisions on AI findings and sign off; 409 naming the findings still pending."""
     decisions = [service.DecisionInput(d.finding_id, d.status) for d in body.decisions]
@@ -142,7 +133,7 @@ def sign(study_instance_uid: str, body: SignRequest, archive: ArchiveDep, user: 
     )
 
 
-@router.put("/worklist/{study_instance_uid}/order-priority")
+@router.put("/worklist/{study_instance_uid}/order-priority", response_model=WorklistItem)
 def set_order_priority(study_instance_uid: str, body: OrderPriorityRequest, archive: ArchiveDep) -> dict[str, Any]:
     return _run(
         archive,
@@ -151,13 +142,13 @@ def set_order_priority(study_instance_uid: str, body: OrderPriorityRequest, arch
     )
 
 
-@router.get("/alerts")
+@router.get("/alerts", response_model=list[Alert])
 def list_alerts(session: SessionDep, unacknowledged: bool = False) -> list[dict[str, Any]]:
     """Critical-finding alerts, newest first, with their webhook delivery state."""
     return [alerts.alert_dict(a) for a in alerts.list_alerts(session, unacknowledged=unacknowledged)]
 
 
-@router.post("/alerts/{alert_id}/ack")
+@router.post("/alerts/{alert_id}/ack", response_model=Alert)
 def acknowledge_alert(alert_id: int, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     try:
         return alerts.alert_dict(alerts.acknowledge(session, alert_id, user.username))
@@ -165,7 +156,7 @@ def acknowledge_alert(alert_id: int, session: SessionDep, user: CurrentUser) -> 
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
 
 
-@router.get("/turnaround")
+@router.get("/turnaround", response_model=Turnaround)
 def get_turnaround(session: SessionDep, since: datetime | None = None, until: datetime | None = None) -> dict[str, Any]:
     """Per-study turnaround times and, per priority, n / median / p90 minutes (arrival to sign, open, AI)."""
     return turnaround_report(session, since, until)
