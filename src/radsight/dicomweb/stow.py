@@ -212,6 +212,13 @@ def _root_key(scope: Scope) -> tuple[Any, ...]:
     return scope.get("scheme"), host, scope.get("server"), scope.get("app_root_path", scope.get("root_path", ""))
 
 
+def has_service_root(scope: Scope) -> bool:
+    """Whether the service root of this request's base URL is known: it is looked up through the
+    application's routes (``url_for``) the first time, which only a request routed by the
+    application can do."""
+    return _root_key(scope) in _ROOTS
+
+
 def _service_root(request: Request) -> str:
     # url_for walks every route of the application; the root only changes with the base URL
     # (host, scheme, root path), so it is looked up once per base URL.
@@ -368,7 +375,10 @@ async def _receive(request: Request, archive: Archive, study: str | None) -> lis
     return results
 
 
-async def _store(request: Request, archive: Archive, study: str | None) -> JSONResponse:
+async def store(request: Request, archive: Archive, study: str | None) -> JSONResponse:
+    """Store the instances a STOW-RS request carries (into ``study``, when the request names one)
+    and answer it; raises HTTPException when the request itself is refused (400, 413, 415).
+    The routes and the DICOMweb fast path both answer with this."""
     try:
         results = await _receive(request, archive, study)
     except _BadRequest as exc:
@@ -379,10 +389,10 @@ async def _store(request: Request, archive: Archive, study: str | None) -> JSONR
 @router.post("/studies", name="store_instances")
 async def store_instances(request: Request, archive: ArchiveDep) -> JSONResponse:
     """Store Instances (PS3.18 10.5)."""
-    return await _store(request, archive, None)
+    return await store(request, archive, None)
 
 
 @router.post("/studies/{study}", name="store_instances_in_study")
 async def store_instances_in_study(study: str, request: Request, archive: ArchiveDep) -> JSONResponse:
     """Store Instances of one study; instances of another study fail with 0xA900."""
-    return await _store(request, archive, study)
+    return await store(request, archive, study)
