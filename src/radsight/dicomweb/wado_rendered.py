@@ -43,17 +43,7 @@ THUMBNAIL_SIZE = 128
 THUMBNAIL_QUALITY = 85
 
 
-_CACHED_VIEWPORT = 256
-
-
-def _render(path: str, storage_key: str, index: int, options: RenderOptions, dcmtk: bool) -> bytes:
-    header = read_header(Path(path))
-    arr = decode_frames(Path(path), header, [index], dcmtk_fallback=dcmtk)[0]
-    return render(arr, header, options)
-
-
-# Keyed by storage key too: an overwritten instance gets a new key, so never a stale image.
-_render_small = functools.lru_cache(maxsize=1024)(_render)
+# -- query parameters ------------------------------------------------------------------------
 
 
 def _floats(text: str, name: str) -> list[float]:
@@ -113,23 +103,6 @@ def rendered_media_type(request: Request, accept_param: str | None) -> str:
     raise not_acceptable(f"rendered images are available as {', '.join(MEDIA_TYPES)}")
 
 
-def render_instance(archive: Archive, inst: StoredInstance, index: int, options: RenderOptions) -> bytes:
-    """The rendered frame; small renderings (thumbnails) are kept in a process-wide LRU cache."""
-    require_pixels(inst)
-    path = str(local_path(archive, inst))
-    small = options.viewport is not None and max(options.viewport) <= _CACHED_VIEWPORT
-    draw = _render_small if small else _render
-    try:
-        return draw(path, inst.storage_key, index, options, archive.settings.dcmtk_fallback)
-    except (DecodeError, NoPixelData) as exc:
-        raise decode_error_response(exc) from exc
-    except RenderError as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
-
-
-# -- query parameters ------------------------------------------------------------------------
-
-
 @dataclass
 class ThumbnailQuery:
     """The query parameters of a thumbnail (PS3.18 10.4.1.1.4): a FastAPI dependency
@@ -167,6 +140,35 @@ class RenderQuery(ThumbnailQuery):
 
 RenderQueryDep = Annotated[RenderQuery, Depends()]
 ThumbnailQueryDep = Annotated[ThumbnailQuery, Depends()]
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+_CACHED_VIEWPORT = 256
+
+
+def _render(path: str, storage_key: str, index: int, options: RenderOptions, dcmtk: bool) -> bytes:
+    header = read_header(Path(path))
+    arr = decode_frames(Path(path), header, [index], dcmtk_fallback=dcmtk)[0]
+    return render(arr, header, options)
+
+
+# Keyed by storage key too: an overwritten instance gets a new key, so never a stale image.
+_render_small = functools.lru_cache(maxsize=1024)(_render)
+
+
+def render_instance(archive: Archive, inst: StoredInstance, index: int, options: RenderOptions) -> bytes:
+    """The rendered frame; small renderings (thumbnails) are kept in a process-wide LRU cache."""
+    require_pixels(inst)
+    path = str(local_path(archive, inst))
+    small = options.viewport is not None and max(options.viewport) <= _CACHED_VIEWPORT
+    draw = _render_small if small else _render
+    try:
+        return draw(path, inst.storage_key, index, options, archive.settings.dcmtk_fallback)
+    except (DecodeError, NoPixelData) as exc:
+        raise decode_error_response(exc) from exc
+    except RenderError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
 
 
 # -- resources -------------------------------------------------------------------------------
