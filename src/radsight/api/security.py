@@ -134,9 +134,11 @@ ROLES_ALLOWED: dict[Action, frozenset[str]] = {Action.ADMINISTER: frozenset({"ad
 def authorize(user: Principal, action: Action, resource: str) -> None:
     """Raise :class:`Forbidden` unless ``user`` may do ``action`` on ``resource`` (a request path).
 
-    The one authorization point: every request passes here, from the FastAPI dependencies and
-    from the DICOMweb fast path alike. Role checks, access groups and the access audit are added
-    here and only here, never in a route or in the fast path.
+    The one authorization point: every authenticated request passes here with its method's action
+    (:func:`authorize_request`, from the FastAPI dependencies and the DICOMweb fast path alike), and
+    the administration routes once more with ``ADMINISTER`` (``deps.require_admin``). Role checks,
+    access groups and the access audit are added here and only here, never in a route or in the
+    fast path.
     """
     allowed = ROLES_ALLOWED.get(action)
     if allowed is not None and user.role not in allowed:
