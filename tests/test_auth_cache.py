@@ -1,18 +1,31 @@
 """Remembered Basic checks: trusted without the database for a short window, then re-read, so a
-password change or a removed user (by any process writing the index) takes effect within it."""
+password change or a removed user (by any process writing the index) takes effect within it.
+Also the one authentication (`security.authenticate`) and authorization (`security.authorize`)."""
 
 from __future__ import annotations
 
+import base64
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
+from starlette.requests import HTTPConnection
 from tests.conftest import make_settings
 
 from radsight.api.app import create_app
-from radsight.api.auth import Authenticator, add_user, hash_password
+from radsight.api.auth import ROLES, Authenticator, add_user, hash_password, issue_token
+from radsight.api.security import (
+    TOKEN_COOKIE,
+    Action,
+    Forbidden,
+    NotAuthenticated,
+    authenticate,
+    authenticate_remembered,
+    authorize,
+)
 from radsight.archive import Archive
 from radsight.index.models import User
 
@@ -83,3 +96,55 @@ def test_password_change_and_removal_reach_dicomweb_requests(tmp_path: Path, db_
         assert client.get("/wado?requestType=WADO", auth=new).status_code == 401
     finally:
         archive.close()
+
+
+def _connection(headers: dict[str, str]) -> HTTPConnection:
+    raw = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+    return HTTPConnection({"type": "http", "method": "GET", "path": "/api/x", "headers": raw})
+
+
+def _basic(username: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
+
+
+def test_authenticate_names_the_user_of_any_credentials_or_gives_a_401(archive: Archive) -> None:
+    with archive.db.session() as s:
+        add_user(s, "dave", "dave-password", "technologist")
+        user = s.scalar(select(User).where(User.username == "dave"))
+        assert user is not None
+        token = issue_token(s, user, 1)
+    authn = Authenticator()
+    refused = {
+        "authentication required": {},
+        "wrong user name or password": _basic("dave", "not-his-password"),
+        "malformed Basic credentials": {"Authorization": "Basic //4="},
+        "invalid or expired token": {"Authorization": "Bearer not-a-token"},
+        "session expired; log in again": {"Cookie": f"{TOKEN_COOKIE}=not-a-token"},
+    }
+    for detail, headers in refused.items():
+        with pytest.raises(NotAuthenticated) as info:
+            authenticate(_connection(headers), authn, archive)
+        assert (info.value.status_code, info.value.detail) == (401, detail)
+        assert info.value.headers == {"WWW-Authenticate": 'Basic realm="RadSight", Bearer'}
+    basic = _connection(_basic("dave", "dave-password"))
+    assert authenticate_remembered(basic, authn) is None  # not verified yet: only authenticate can tell
+    for headers in (_basic("dave", "dave-password"), {"Authorization": f"Bearer {token}"},
+                    {"Cookie": f"{TOKEN_COOKIE}={token}"}):
+        found = authenticate(_connection(headers), authn, archive)
+        assert (found.username, found.role) == ("dave", "technologist"), headers
+    remembered = authenticate_remembered(basic, authn)
+    assert remembered is not None and (remembered.id, remembered.role) == (user.id, "technologist")
+    assert authenticate_remembered(_connection({"Authorization": "Basic //4="}), authn) is None
+
+
+def test_authorize_refuses_administration_to_all_but_admins_and_allows_the_rest() -> None:
+    for role in ROLES:
+        user = User(id=1, username="u", role=role, password_hash="", created_at=None)
+        for action in (Action.READ, Action.WRITE):
+            authorize(user, action, "/dicomweb/studies")
+        if role == "admin":
+            authorize(user, Action.ADMINISTER, "/api/users")
+            continue
+        with pytest.raises(Forbidden) as info:
+            authorize(user, Action.ADMINISTER, "/api/users")
+        assert (info.value.status_code, info.value.detail) == (403, "this needs the admin role")

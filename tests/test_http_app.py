@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from tests.conftest import make_settings
 
+from radsight.api import security
 from radsight.api.app import create_app
 from radsight.api.auth import add_user
 from radsight.archive import Archive
@@ -50,4 +52,29 @@ def test_no_cors_by_default_and_no_unauthenticated_routes(tmp_path: Path, db_url
         r = client.get(path, follow_redirects=False)
         assert r.status_code in (401, 303, 307), f"{path} answered {r.status_code} without credentials"
     assert client.get("/health").status_code == 200
+    archive.close()
+
+
+def test_every_authenticated_route_asks_authorize(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """REST API, DICOMweb, WADO-URI and the viewer pages all pass through security.authorize: a rule
+    added there (viewers may not read) reaches each of them, and the admin routes need the admin role."""
+    client, archive = _client(tmp_path, db_url)
+    with archive.db.session() as s:
+        add_user(s, "victor", "victor-password", "viewer")
+    viewer, admin = httpx.BasicAuth("victor", "victor-password"), httpx.BasicAuth("alice", "alice-password")
+    paths = ["/api/me", "/api/worklist", "/api/models", "/dicomweb/studies", "/wado?requestType=WADO", "/viewer"]
+
+    def refused(path: str, auth: httpx.BasicAuth) -> bool:
+        r = client.get(path, auth=auth, follow_redirects=False)
+        if path == "/viewer":  # a page sends whoever it refuses to the login page
+            return r.status_code == 303
+        return r.status_code == 403 and "viewer role may not read" in r.json()["detail"]
+
+    assert not any(refused(p, viewer) for p in paths)
+    r = client.post("/api/users", auth=viewer, json={"username": "x", "password": "x-password", "role": "viewer"})
+    assert (r.status_code, r.json()["detail"]) == (403, "this needs the admin role")
+    monkeypatch.setitem(security.ROLES_ALLOWED, security.Action.READ, frozenset({"admin"}))
+    for path in paths:
+        assert refused(path, viewer), path
+        assert not refused(path, admin), path
     archive.close()

@@ -462,3 +462,50 @@ def test_retrieve_urls_follow_the_host_the_client_named_on_both_paths(server: Ru
     assert roots[1] == ("http://archive.example:9999/dicomweb", 1)  # then the fast path, same root
     assert roots[2][0] == server.dicomweb
     assert roots[3][0] == "http://other.example/dicomweb"
+
+
+def test_a_request_authorize_refuses_is_refused_alike_on_the_fast_path(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path and the routes call the same authorize: a rule added there refuses a STOW-RS
+    and a WADO-RS request of a role on both paths, with the same answer, and the fast path does
+    answer it (it does not pass it on to the route)."""
+    from radsight.api import security
+    from radsight.api.auth import add_user
+
+    name = f"viewer-{generate_uid()[-12:]}"
+    with server.archive.db.session() as s:
+        add_user(s, name, "viewer-password", "viewer")
+    ds = make_ct()
+    requests_ = {  # kind: (method, path, body, headers)
+        "stow": ("POST", "/dicomweb/studies", multipart([encode(ds)]), {"Content-Type": MULTIPART}),
+        "wado": ("GET", f"/dicomweb/studies/{ds.StudyInstanceUID}", b"", {"Accept": "multipart/related; "
+                 "type=application/dicom; transfer-syntax=*"}),
+    }
+    with httpx.Client(base_url=server.base_url, auth=(name, "viewer-password"), timeout=60) as c, \
+            verified_for_a_minute(server):
+        c.get("/dicomweb/studies", params={"limit": 1})  # a verified Basic check
+        assert c.post("/dicomweb/studies", content=multipart([encode(make_ct())]),
+                      headers={"Content-Type": MULTIPART}).status_code == 200  # the service root is known
+
+        def send(kind: str, via_route: bool) -> tuple[int, object, int]:
+            method, path, body, headers = requests_[kind]
+            if via_route:
+                headers = {**headers, "Origin": "http://viewer.example"}
+            c.get("/dicomweb/studies", params={"limit": 1})  # credentials verified in the last second
+            before = server.asgi.answered
+            r = c.request(method, path, content=body, headers=headers)
+            return r.status_code, r.json() if r.status_code != 200 else None, server.asgi.answered - before
+
+        # Allowed today (the control): the viewer stores and retrieves, on the fast path.
+        assert [send(kind, False)[::2] for kind in ("stow", "wado")] == [(200, 1), (200, 1)]
+        # A rule that keeps viewers from reading and writing: refused on both paths alike.
+        monkeypatch.setitem(security.ROLES_ALLOWED, security.Action.WRITE, frozenset({"admin"}))
+        monkeypatch.setitem(security.ROLES_ALLOWED, security.Action.READ, frozenset({"admin"}))
+        for kind in ("stow", "wado"):
+            fast, route = send(kind, False), send(kind, True)
+            assert fast[:2] == route[:2], kind
+            assert fast[0] == 403 and "viewer role may not" in str(fast[1]), fast
+            assert (fast[2], route[2]) == (1, 0), kind
+    with server.client() as admin:  # the admin role still may
+        assert admin.get(f"/dicomweb/studies/{ds.StudyInstanceUID}").status_code == 200

@@ -678,3 +678,23 @@ def _compare_fast_path_and_route(
         assert answers[0] == answers[1], kind
         assert answers[0][0] == (200 if fast else 406 if kind == "not acceptable" else 404 if kind != "query string"
                                  else 200), kind
+
+
+def test_render_query_gives_the_rendering_asked_for_and_thumbnails_their_own() -> None:
+    from fastapi import HTTPException
+    from starlette.requests import Request
+
+    from radsight.dicomweb.wado_rendered import THUMBNAIL_SIZE, RenderQuery, ThumbnailQuery
+    from radsight.imaging.render import RenderOptions, Window
+
+    request = Request({"type": "http", "headers": [(b"accept", b"image/png")]})
+    asked = RenderQuery(viewport="64,32", accept="image/jpeg", window="40,400", quality=70).options(request)
+    assert asked == RenderOptions("image/jpeg", Window(40.0, 400.0, "LINEAR"), (64, 32), 70)
+    assert RenderQuery().options(request) == RenderOptions("image/png", None, None, 90)  # the Accept header
+    thumb = ThumbnailQuery().options(request)
+    assert thumb == RenderOptions("image/png", None, (THUMBNAIL_SIZE, THUMBNAIL_SIZE), 85)
+    refused = [(RenderQuery(quality=0), 400), (RenderQuery(window="1"), 400), (RenderQuery(accept="text/html"), 406)]
+    for bad, code in refused:
+        with pytest.raises(HTTPException) as info:
+            bad.options(request)
+        assert info.value.status_code == code, bad

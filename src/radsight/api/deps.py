@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from radsight.api.auth import Authenticator
+from radsight.api.security import TOKEN_COOKIE as TOKEN_COOKIE
+from radsight.api.security import (
+    Action,
+    Principal,
+    authenticate,
+    authenticate_remembered,
+    authorize,
+    authorize_request,
+)
 from radsight.archive import Archive
 from radsight.index.models import User
-
-TOKEN_COOKIE = "radsight_token"
 
 
 def get_archive(request: Request) -> Archive:
@@ -39,70 +45,36 @@ def get_session(archive: ArchiveDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def _unauthorized(detail: str) -> HTTPException:
-    return HTTPException(
-        status_code=status.HTTP_401_UNAUTHORIZED,
-        detail=detail,
-        headers={"WWW-Authenticate": 'Basic realm="RadSight", Bearer'},
-    )
-
-
-def basic_credentials(credentials: str) -> tuple[str, str]:
-    try:
-        username, _, password = base64.b64decode(credentials).decode("utf-8").partition(":")
-    except (binascii.Error, UnicodeDecodeError) as exc:
-        raise _unauthorized("malformed Basic credentials") from exc
-    return username, password
-
-
 def get_current_user(request: Request, archive: ArchiveDep) -> User:
-    """Accept HTTP Basic, a Bearer token, or the login page's cookie (a synchronous dependency: FastAPI
-    runs it in the thread pool, as it reads the database)."""
-    authn = request.app.state.authenticator
-    header = request.headers.get("authorization", "")
-    scheme, _, credentials = header.partition(" ")
-    with archive.db.session() as s:
-        user: User | None = None
-        if scheme.lower() == "basic" and credentials:
-            username, password = basic_credentials(credentials)
-            user = authn.check_basic(s, username, password)
-            if user is None:
-                raise _unauthorized("wrong user name or password")
-        elif scheme.lower() == "bearer" and credentials:
-            user = authn.check_token(s, credentials.strip())
-            if user is None:
-                raise _unauthorized("invalid or expired token")
-        elif TOKEN_COOKIE in request.cookies:
-            user = authn.check_token(s, request.cookies[TOKEN_COOKIE])
-            if user is None:
-                raise _unauthorized("session expired; log in again")
-        if user is None:
-            raise _unauthorized("authentication required")
-        s.expunge(user)
-        return user
+    """The request's user (:func:`security.authenticate`), allowed what the request does
+    (:func:`security.authorize_request`). Synchronous: FastAPI runs it in the thread pool, as it
+    may read the database."""
+    user = authenticate(request, request.app.state.authenticator, archive)
+    authorize_request(user, request.scope)
+    return user
 
 
-async def get_current_user_async(request: Request, archive: ArchiveDep) -> User:
+async def get_current_user_async(request: Request, archive: ArchiveDep) -> Principal:
     """:func:`get_current_user` for the DICOMweb routes, which clients call many times a second.
 
-    Async, so that Basic credentials checked less than a second ago (``Authenticator.recent_basic``:
-    a dictionary lookup) cost the request no database access and no hop to a worker thread;
-    every other check runs in the thread pool as a synchronous dependency would.
+    Async, so that Basic credentials checked less than a second ago (a dictionary lookup) cost the
+    request no database access, no hop to a worker thread and no User object; every other check
+    runs in the thread pool. The same two calls as the DICOMweb fast path makes.
     """
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "basic" and credentials:
-        user: User | None = request.app.state.authenticator.recent_basic(*basic_credentials(credentials))
-        if user is not None:
-            return user
-    return await run_in_threadpool(get_current_user, request, archive)
+    authenticator: Authenticator = request.app.state.authenticator
+    user: Principal | None = authenticate_remembered(request, authenticator)
+    if user is None:
+        user = await run_in_threadpool(authenticate, request, authenticator, archive)
+    authorize_request(user, request.scope)
+    return user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-def require_admin(user: CurrentUser) -> User:
-    if user.role != "admin":
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "this needs the admin role")
+def require_admin(request: Request, user: CurrentUser) -> User:
+    """The user, who must be allowed to administer (:func:`security.authorize`)."""
+    authorize(user, Action.ADMINISTER, request.scope["path"])
     return user
 
 

@@ -1,41 +1,38 @@
-"""The ASGI application ``radsight serve`` runs: DICOMweb's busiest requests answered outside
-FastAPI's per-request layers, everything else through FastAPI.
+"""The ASGI application ``radsight serve`` runs: DICOMweb's busiest requests dispatched without
+FastAPI's per-request layers (middlewares, routing over every route, dependency solving), which
+cost more than the handling of a STOW-RS instance or a WADO-RS series does (docs/benchmarks.md);
+everything else goes through FastAPI.
 
-Why: with one instance per request, FastAPI's per-request layers (exception and body-limit
-middlewares, routing over every route, dependency solving) held the GIL longer than the STOW-RS
-handler itself (``py-spy record --gil`` of ``radsight serve`` under the benchmark: ~60% of the
-event loop's time was framework code around ``store_instances``), and they added ~1 ms to each
-WADO-RS retrieval of a series (time to first byte 4.2 vs 3.1 ms for a 3 MB series, measured
-against this path). This path runs the routes' own functions with the same results, and takes
-only requests whose handling here is exactly the FastAPI route's:
+A dispatcher, not a second implementation: for each request it takes it calls exactly the
+functions the routes and their dependency call, in the same order, and nothing else:
 
-- STOW-RS ``POST /dicomweb/studies[/{study}]`` (``stow._receive``, ``stow._response``), with a
-  service root already known for the request's base URL (``stow._service_root``);
-- WADO-RS retrieval ``GET /dicomweb/studies/{study}[/series/{series}[/instances/{instance}]]``
-  without a query string (``wado.find_instances``, ``wado.retrieve_response``); any error
-  (404, 406, a decoding failure) is left to the route, which answers it (a GET has no body,
-  so nothing was consumed);
-- Basic credentials verified less than a second ago (``Authenticator.recently_verified``, the
-  check the routes' own dependency makes first); any other authentication, a wrong password
-  included, goes to the route, which gives the proper 401;
-- no ``Origin`` header: cross-origin requests get the CORS middleware's headers there.
+1. :func:`security.authenticate_remembered`, the non-blocking step of the one authentication;
+   a request it cannot authenticate (no, other, wrong or not recently verified credentials)
+   goes to the routes, whose dependency completes the authentication and gives the 401;
+2. :func:`security.authorize_request`, the one authorization: refused here, refused there;
+3. :func:`stow.store` for ``POST /dicomweb/studies[/{study}]`` (when the service root of the
+   request's base URL is known, :func:`stow.has_service_root`), :func:`wado.retrieve` for
+   ``GET /dicomweb/studies/{study}[/series/{series}[/instances/{instance}]]`` without a query
+   string. A retrieval that fails (404, 406, a decoding failure) is left to the route, which
+   answers it (a GET has no body, so nothing was consumed).
 
+Requests with an ``Origin`` header go to the routes, for the CORS middleware's headers. Whatever
+is added later (roles, audit, access groups) goes into those functions, never here.
 ``tests/test_stow.py`` and ``tests/test_wado.py`` send the same requests both ways and compare
-the answers. Whatever is added to these routes' dependencies later (role checks, the access
-audit) must be added here too, or these requests sent to the routes.
+the answers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from radsight.api.deps import basic_credentials
+from radsight.api.security import authenticate_remembered, authorize_request
 from radsight.archive import Archive
 from radsight.dicomweb import stow, wado
 
@@ -49,42 +46,39 @@ class DicomWebFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         target = _target(scope)
-        if target is None or not self._verified(scope):
+        if target is None or (target[0] == "POST" and not stow.has_service_root(scope)):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        user = authenticate_remembered(request, self.app.state.authenticator)
+        if user is None:
             await self.app(scope, receive, send)
             return
         method, uids = target
         archive: Archive = self.app.state.archive
-        request = Request(scope, receive)
-        response: Response
-        if method == "POST":
-            if stow._root_key(scope) not in stow._ROOTS:
-                await self.app(scope, receive, send)
-                return
-            study = uids[0] if uids else None
-            try:
-                response = stow._response(request, await stow._receive(request, archive, study), study)
-            except stow._BadRequest as exc:
-                response = JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
-        else:
-            def retrieve() -> Response:
-                return wado.retrieve_response(archive, request, wado.find_instances(archive, *uids))
-
-            try:
-                response = await asyncio.get_running_loop().run_in_executor(None, retrieve)
-            except Exception:  # the route answers it (and any error) as FastAPI would
-                await self.app(scope, receive, send)
-                return
+        response: Response | None
+        try:
+            authorize_request(user, scope)
+            if method == "POST":
+                response = await stow.store(request, archive, uids[0] if uids else None)
+            else:
+                response = await self._retrieve(request, archive, uids)
+        except HTTPException as exc:
+            response = await http_exception_handler(request, exc)
+        if response is None:  # the route answers it (and any error) as FastAPI would
+            await self.app(scope, receive, send)
+            return
         self.answered += 1
         await response(scope, receive, send)
 
-    def _verified(self, scope: Scope) -> bool:
-        header = next((value for name, value in scope["headers"] if name == b"authorization"), b"")
-        scheme, _, credentials = header.decode("latin-1").partition(" ")
-        if scheme.lower() != "basic" or not credentials:
-            return False
-        with contextlib.suppress(HTTPException):
-            return bool(self.app.state.authenticator.recently_verified(*basic_credentials(credentials)))
-        return False
+    @staticmethod
+    async def _retrieve(request: Request, archive: Archive, uids: list[str]) -> Response | None:
+        """:func:`wado.retrieve` in the event loop's executor (it blocks); None if it failed."""
+        try:
+            retrieve = functools.partial(wado.retrieve, request, archive, *uids)
+            return await asyncio.get_running_loop().run_in_executor(None, retrieve)
+        except Exception:
+            return None
 
 
 def _target(scope: Scope) -> tuple[str, list[str]] | None:

@@ -124,6 +124,10 @@ def _read_exactly(fh: BinaryIO, view: memoryview, key: str) -> None:
 
 # -- Accept header ---------------------------------------------------------------
 
+# Ranges that leave the media type of the parts open.
+ANY_TYPE = frozenset({"*/*", "application/*"})
+_ALIASES = {"image/x-jls": "image/jls", "image/x-dicom-rle": "image/dicom-rle"}
+
 
 @dataclass(frozen=True, slots=True)
 class MediaRange:
@@ -141,6 +145,15 @@ class MediaRange:
     @property
     def transfer_syntax(self) -> str | None:
         return self.params.get("transfer-syntax")
+
+    @property
+    def part_type(self) -> str:
+        """The media type of the parts this range asks for ("*/*" where it leaves that open)."""
+        if self.media_type == "multipart/related":
+            return _ALIASES.get(self.type_param or "*/*", self.type_param or "*/*")
+        if self.media_type in ("multipart/*", "*/*"):
+            return "*/*"
+        return _ALIASES.get(self.media_type, self.media_type)
 
 
 def _split_outside_quotes(text: str, sep: str) -> list[str]:

@@ -69,9 +69,8 @@ class _BadRequest(Exception):
 # Parts up to this size (every CT and MR image, most US) are received into memory, parsed
 # there and written once, straight into storage; a larger part (CR/DX/MG, big multi-frame
 # objects) goes to a spool file as it arrives, so a request of several GB never sits in
-# memory, and four clients' parts in flight stay within tens of MB. Before, every part went
-# through a spool file that was then read back to be parsed: ~10% of the server's CPU for a
-# CT image.
+# memory, and four clients' parts in flight stay within tens of MB. A part in memory is never
+# written to a spool file and read back (docs/benchmarks.md).
 IN_MEMORY_PART_MAX = 4 * 1024 * 1024
 
 
@@ -164,8 +163,8 @@ def _media_type(value: str) -> tuple[str, dict[str, str]]:
 
 
 # The parts' ingest (parse, fsync, commit: blocking) runs on these threads. asyncio's own
-# executor rather than Starlette's run_in_threadpool (anyio): ~60 instead of ~95 us of CPU
-# per hand-over, once per received instance. Eight threads: enough for the group commit to
+# executor rather than Starlette's run_in_threadpool (anyio): its hand-over, once per received
+# instance, costs less CPU (docs/benchmarks.md). Eight threads: enough for the group commit to
 # batch concurrent requests' instances, and a bound on how many parts are ingested at once.
 _INGEST_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="stow-ingest")
 
@@ -212,6 +211,13 @@ def _root_key(scope: Scope) -> tuple[Any, ...]:
     return scope.get("scheme"), host, scope.get("server"), scope.get("app_root_path", scope.get("root_path", ""))
 
 
+def has_service_root(scope: Scope) -> bool:
+    """Whether the service root of this request's base URL is known: it is looked up through the
+    application's routes (``url_for``) the first time, which only a request routed by the
+    application can do."""
+    return _root_key(scope) in _ROOTS
+
+
 def _service_root(request: Request) -> str:
     # url_for walks every route of the application; the root only changes with the base URL
     # (host, scheme, root path), so it is looked up once per base URL.
@@ -236,9 +242,9 @@ def _element(vr: str, *values: object) -> dict[str, Any]:
 def _response_json(root: str, results: list[IngestResult], study: str | None) -> tuple[dict[str, Any], int]:
     """The Store Instances Response Module (PS3.18 Table 10.5.3-3) as DICOM JSON, and the HTTP status.
 
-    Written as plain dicts rather than through ``pydicom.Dataset.to_json_dict``: building a
-    Dataset element by element was ~10% of the server's CPU per one-instance request, and these
-    few attributes' JSON form is fixed (tests/test_stow.py parses it back with pydicom).
+    Written as plain dicts rather than through ``pydicom.Dataset.to_json_dict``: these few
+    attributes' JSON form is fixed (tests/test_stow.py parses it back with pydicom), and building
+    a Dataset for them costs a measurable share of a one-instance request (docs/benchmarks.md).
     Keys are in tag order, as pydicom writes them.
     """
     stored = [r for r in results if r.ok]
@@ -368,7 +374,10 @@ async def _receive(request: Request, archive: Archive, study: str | None) -> lis
     return results
 
 
-async def _store(request: Request, archive: Archive, study: str | None) -> JSONResponse:
+async def store(request: Request, archive: Archive, study: str | None) -> JSONResponse:
+    """Store the instances a STOW-RS request carries (into ``study``, when the request names one)
+    and answer it; raises HTTPException when the request itself is refused (400, 413, 415).
+    The routes and the DICOMweb fast path both answer with this."""
     try:
         results = await _receive(request, archive, study)
     except _BadRequest as exc:
@@ -379,10 +388,10 @@ async def _store(request: Request, archive: Archive, study: str | None) -> JSONR
 @router.post("/studies", name="store_instances")
 async def store_instances(request: Request, archive: ArchiveDep) -> JSONResponse:
     """Store Instances (PS3.18 10.5)."""
-    return await _store(request, archive, None)
+    return await store(request, archive, None)
 
 
 @router.post("/studies/{study}", name="store_instances_in_study")
 async def store_instances_in_study(study: str, request: Request, archive: ArchiveDep) -> JSONResponse:
     """Store Instances of one study; instances of another study fail with 0xA900."""
-    return await _store(request, archive, study)
+    return await store(request, archive, study)

@@ -1,7 +1,7 @@
 """WADO-URI (PS3.18 chapter 9): ``/wado?requestType=WADO&...``, for older viewers.
 
-The same lookups, transcoding and rendering as WADO-RS (:mod:`radsight.dicomweb.wado`);
-only the parameters and the single-part responses differ.
+The same lookups, transcoding and rendering as WADO-RS (:mod:`radsight.dicomweb.stored`,
+:mod:`radsight.dicomweb.wado_rendered`); only the parameters and the single-part responses differ.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from fastapi.responses import FileResponse
 from pydicom.uid import ExplicitVRLittleEndian
 
 from radsight.api.deps import ArchiveDep
-from radsight.dicomweb.wado import decode_error_response, find_instances, local_path, render_instance
+from radsight.dicomweb.stored import decode_error_response, find_instances, local_path
+from radsight.dicomweb.wado_rendered import render_instance
 from radsight.imaging.decode import DecodeError
 from radsight.imaging.render import MAX_VIEWPORT, MEDIA_TYPES, RenderError, RenderOptions, Window
 from radsight.imaging.transcode import to_explicit_little
