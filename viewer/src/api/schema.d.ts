@@ -697,7 +697,7 @@ export interface components {
       body_part?: string[] | null;
       /**
        * Series Description Regex
-       * @description Python regex searched in SeriesDescription, case-insensitive
+       * @description RE2 regex searched in SeriesDescription, case-insensitive
        */
       series_description_regex?: string | null;
       /**
