@@ -30,7 +30,7 @@ from radsight.worklist import alerts
 from radsight.worklist.alerts import alert_dict
 from radsight.worklist.priority import LEVELS, ORDER_PRIORITIES, Rules
 from radsight.worklist.query import item_dict
-from radsight.worklist.service import STATUSES
+from radsight.worklist.rows import STATUSES
 from radsight.worklist.turnaround import turnaround
 from test_viewer_browser import TIMEOUT_MS, browser, login
 
