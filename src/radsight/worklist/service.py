@@ -30,8 +30,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from radsight.ai.jobs import aware
+from radsight.index.compiled import CompiledStatement, compiled_for
 from radsight.index.models import AIFinding, AIJob, AIModel, Instance, Study, WorklistEvent, WorklistStudy
-from radsight.ingest.service import CompiledStatement, compiled_for
 from radsight.worklist import alerts, events
 from radsight.worklist.priority import (
     CRITICAL,
@@ -49,8 +49,7 @@ if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
     from radsight.archive import Archive
-    from radsight.ingest.parse import ParsedInstance
-    from radsight.ingest.service import StoredEvent
+    from radsight.ingest.events import ParsedInstance, StoredEvent
 
 log = logging.getLogger(__name__)
 
