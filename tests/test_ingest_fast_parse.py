@@ -12,7 +12,9 @@ from __future__ import annotations
 import importlib
 import io
 import logging
+import re
 import struct
+import tomllib
 from pathlib import Path
 
 import pydicom
@@ -239,6 +241,14 @@ def test_mutated_file_same_outcome_with_and_without_the_fast_readers(
 )
 def test_tested_pydicom_range(version: str, tested: bool) -> None:
     assert fast_header.pydicom_is_tested(version) is tested
+
+
+def test_tested_pydicom_range_is_the_one_the_project_requires() -> None:
+    """Widening pyproject's pydicom requirement needs the fast reader re-tested, then widened too."""
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    [requirement] = [r for r in pyproject["project"]["dependencies"] if re.match(r"pydicom\b(?!-)", r)]
+    low, high = fast_header.TESTED_PYDICOM
+    assert requirement.replace(" ", "") == f"pydicom>={low[0]}.{low[1]},<{high[0]}", requirement
 
 
 def test_outside_the_tested_pydicom_range_every_header_is_read_by_dcmread(
