@@ -51,7 +51,7 @@ def main() -> int:
         try:
             svc = arch.ingest
             service_mod.parse_file = timed("parse_file", service_mod.parse_file)  # type: ignore[assignment]
-            svc._existing_key = timed("duplicate pre-check", svc._existing_key)  # type: ignore[method-assign]
+            svc.index.existing_key = timed("duplicate pre-check", svc.index.existing_key)  # type: ignore[method-assign]
             arch.storage.put_file = timed("storage put_file", arch.storage.put_file)  # type: ignore[method-assign]
             svc._index = timed("index transaction", svc._index)  # type: ignore[method-assign]
             total = timed("total ingest_file", svc.ingest_file)

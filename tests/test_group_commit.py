@@ -15,8 +15,9 @@ from radsight.archive import Archive
 from radsight.check import check_archive
 from radsight.index.models import Instance, Series, Study
 from radsight.ingest import Outcome
-from radsight.ingest import service as service_mod
-from radsight.ingest.service import _GroupCommit, _Pending
+from radsight.ingest.group_commit import GroupCommit
+from radsight.ingest.index_writer import IndexWriter
+from radsight.ingest.index_writer import PendingInstance as _Pending
 
 
 def _pending(n: int) -> _Pending:
@@ -35,7 +36,7 @@ def test_callers_arriving_during_a_commit_share_the_next_one() -> None:
         for b in batch:
             b.result = b.key.upper()
 
-    gc = _GroupCommit(commit)
+    gc = GroupCommit(commit)
     with ThreadPoolExecutor(8) as pool:
         first = pool.submit(gc.submit, _pending(0))
         assert first_started.wait(10)
@@ -59,7 +60,7 @@ def test_an_error_reaches_only_its_own_caller() -> None:
             else:
                 b.result = "ok"
 
-    gc = _GroupCommit(commit)
+    gc = GroupCommit(commit)
     with ThreadPoolExecutor(6) as pool:
         futures = {i: pool.submit(gc.submit, _pending(i)) for i in range(6)}
         for i, f in futures.items():
@@ -106,14 +107,14 @@ def test_one_instance_failing_in_a_group_does_not_fail_the_others(
 ) -> None:
     for i in range(12):
         make_ct(tmp_path / f"{i}.dcm", patient_id="BAD" if i == 7 else "GOOD")
-    real = service_mod.IngestService._index_rows
+    real = IndexWriter.index_rows
 
     def index_rows(self, c, p, key, **kw):  # type: ignore[no-untyped-def]
         if p.dataset.PatientID == "BAD":
             raise RuntimeError("index refused this row")
         return real(self, c, p, key, **kw)
 
-    monkeypatch.setattr(service_mod.IngestService, "_index_rows", index_rows)
+    monkeypatch.setattr(IndexWriter, "index_rows", index_rows)
     with ThreadPoolExecutor(6) as pool:
         results = list(pool.map(archive.ingest.ingest_file, sorted(tmp_path.glob("*.dcm"))))
     refused = [r for r in results if r.outcome is Outcome.REFUSED]
@@ -136,17 +137,17 @@ def test_index_transactions_share_one_connection_and_survive_losing_it(archive: 
         return str(ds.SOPInstanceUID)
 
     store(0)
-    writer = ingest._writer
+    writer = ingest.index._writer
     assert writer is not None
     store(1)
-    assert ingest._writer is writer  # kept between transactions, not checked out per batch
+    assert ingest.index._writer is writer  # kept between transactions, not checked out per batch
 
     writer.dbapi_connection.close()  # the connection dies under the service (a server restart)
     uid = store(2)  # rolled back, then run again on a new connection
-    assert ingest._writer is not None and ingest._writer is not writer
+    assert ingest.index._writer is not None and ingest.index._writer is not writer
     with archive.db.session() as s:
         assert s.scalar(select(func.count()).select_from(Instance).where(Instance.sop_instance_uid == uid)) == 1
 
     ingest.close()
-    assert ingest._writer is None
+    assert ingest.index._writer is None
     store(3)  # a closed service's next transaction takes a connection again

@@ -1,5 +1,5 @@
-"""The ingest parser's own readers (``parse._read_header_fast``, ``parse._sequence_is_sound``)
-decide and read as pydicom does.
+"""The ingest parser's own readers (``fast_header.read_header``, ``fast_header.sequence_is_sound``)
+decide and read as pydicom does, and only under the pydicom releases they are tested with.
 
 Both only take what they fully understand; everything else is read by pydicom as before. So:
 over the bad-input corpus and over mutated files, parsing with them and without them gives the
@@ -9,8 +9,12 @@ whatever the sequence walk vouches for, pydicom reads without error.
 
 from __future__ import annotations
 
+import importlib
 import io
+import logging
+import re
 import struct
+import tomllib
 from pathlib import Path
 
 import pydicom
@@ -24,7 +28,7 @@ from pydicom.tag import Tag
 from tests.test_bad_input import corpus
 from tests.test_fuzz import FUZZ, SEEDS, _mutate, mutation
 
-from radsight.ingest import IngestError
+from radsight.ingest import IngestError, fast_header
 from radsight.ingest import parse as parse_mod
 from radsight.ingest.parse import PART10_PREFIX_LENGTH, parse_bytes
 
@@ -60,7 +64,7 @@ def _outcome(data: bytes, *, with_dataset: bool = False) -> tuple[object, ...]:
 def _both_ways(
     data: bytes, monkeypatch: pytest.MonkeyPatch, vouched: list[int], *, with_dataset: bool = False
 ) -> tuple[tuple[object, ...], ...]:
-    walk = parse_mod._sequence_is_sound
+    walk = fast_header.sequence_is_sound
 
     def counting(value: bytes) -> bool:
         ok = walk(value)
@@ -68,10 +72,10 @@ def _both_ways(
         return ok
 
     with monkeypatch.context() as m:
-        m.setattr(parse_mod, "_sequence_is_sound", counting)
+        m.setattr(fast_header, "sequence_is_sound", counting)
         with_walk = _outcome(data, with_dataset=with_dataset)
-        m.setattr(parse_mod, "_sequence_is_sound", lambda value: False)
-        m.setattr(parse_mod, "_read_header_fast", lambda data, meta_end: None)
+        m.setattr(fast_header, "sequence_is_sound", lambda value: False)
+        m.setattr(fast_header, "read_header", lambda data, meta_end: None)
         pydicom_only = _outcome(data, with_dataset=with_dataset)
     return with_walk, pydicom_only
 
@@ -110,7 +114,7 @@ def test_fast_reader_builds_pydicoms_data_set_over_the_corpus(shared_data: Path)
             meta_end = parse_mod.file_meta_end(fh, PART10_PREFIX_LENGTH if data[128:132] == b"DICM" else 0, len(data))
         except IngestError:
             continue
-        fast = parse_mod._read_header_fast(data, meta_end)
+        fast = fast_header.read_header(data, meta_end)
         if fast is None:
             continue
         got, stopped = fast
@@ -174,7 +178,7 @@ NESTED_UNDEFINED = _element(0x0008, 0x2218, b"SQ", _undefined_item(CODE) + struc
     ],
 )
 def test_walk_on_hand_made_sequences(value: bytes, sound: bool) -> None:
-    assert parse_mod._sequence_is_sound(value) is sound
+    assert fast_header.sequence_is_sound(value) is sound
     if sound:
         _decodes_with_pydicom(value)
 
@@ -185,12 +189,12 @@ def _decodes_with_pydicom(value: bytes) -> int:
     ds = Dataset()
     ds.set_original_encoding(False, True, "iso8859")
     ds._dict[Tag(0x00081032)] = RawDataElement(Tag(0x00081032), "SQ", len(value), value, 0, False, True)
-    real = parse_mod._sequence_is_sound
+    real = fast_header.sequence_is_sound
     try:
-        parse_mod._sequence_is_sound = lambda v: False  # type: ignore[assignment]
+        fast_header.sequence_is_sound = lambda v: False  # type: ignore[assignment]
         parse_mod._parse_sequences(ds, explicit_le=True)
     finally:
-        parse_mod._sequence_is_sound = real  # type: ignore[assignment]
+        fast_header.sequence_is_sound = real  # type: ignore[assignment]
     return len(ds[0x00081032].value)
 
 
@@ -215,7 +219,7 @@ REAL_SEQUENCES = _real_sequences()
 @given(seed=st.sampled_from(range(len(REAL_SEQUENCES))), ops=st.lists(mutation, min_size=1, max_size=3))
 def test_what_the_walk_vouches_for_pydicom_reads(seed: int, ops: list[tuple[str, float, int]]) -> None:
     value = _mutate(REAL_SEQUENCES[seed], ops)
-    if parse_mod._sequence_is_sound(value):
+    if fast_header.sequence_is_sound(value):
         _decodes_with_pydicom(value)
 
 
@@ -228,3 +232,54 @@ def test_mutated_file_same_outcome_with_and_without_the_fast_readers(
     with_walk, pydicom_only = _both_ways(data, monkeypatch, [0], with_dataset=True)
     assert with_walk == pydicom_only
 
+
+
+@pytest.mark.parametrize(
+    ("version", "tested"),
+    [("3.0.0", True), ("3.0.2", True), ("3.1.0.dev0", True), ("3.12", True),
+     ("2.4.4", False), ("4.0.0", False), ("4.0.0rc1", False), ("10.0", False), ("", False), ("dev", False)],
+)
+def test_tested_pydicom_range(version: str, tested: bool) -> None:
+    assert fast_header.pydicom_is_tested(version) is tested
+
+
+def test_tested_pydicom_range_is_the_one_the_project_requires() -> None:
+    """Widening pyproject's pydicom requirement needs the fast reader re-tested, then widened too."""
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    [requirement] = [r for r in pyproject["project"]["dependencies"] if re.match(r"pydicom\b(?!-)", r)]
+    low, high = fast_header.TESTED_PYDICOM
+    assert requirement.replace(" ", "") == f"pydicom>={low[0]}.{low[1]},<{high[0]}", requirement
+
+
+def test_outside_the_tested_pydicom_range_every_header_is_read_by_dcmread(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = get_testdata_file("CT_small.dcm")  # Explicit VR Little Endian, with a sequence
+    assert path is not None
+    data = Path(path).read_bytes()
+    real_dcmread = pydicom.dcmread
+    dcmread_calls = [0]
+
+    def counting_dcmread(*args: object, **kwargs: object) -> object:
+        dcmread_calls[0] += 1
+        return real_dcmread(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pydicom, "dcmread", counting_dcmread)
+    assert fast_header.ENABLED, "the installed pydicom is outside the range the fast reader is tested with"
+    in_range = _outcome(data, with_dataset=True)
+    assert dcmread_calls[0] == 0, "the fast reader was not used in the tested range"
+    try:
+        with monkeypatch.context() as m, caplog.at_level(logging.WARNING, logger=fast_header.__name__):
+            m.setattr(pydicom, "__version__", "4.0.0")
+            importlib.reload(fast_header)  # the check runs when the module is imported
+            assert fast_header.ENABLED is False
+            assert "outside the range" in caplog.text
+            meta_end = parse_mod.file_meta_end(io.BytesIO(data), PART10_PREFIX_LENGTH, len(data))
+            assert fast_header.read_header(data, meta_end) is None
+            assert fast_header.sequence_is_sound(REAL_SEQUENCES[0]) is False
+            outside = _outcome(data, with_dataset=True)
+            assert dcmread_calls[0] == 1, "outside the tested range the header must be read by dcmread"
+    finally:
+        importlib.reload(fast_header)
+    assert fast_header.ENABLED
+    assert outside == in_range

@@ -68,8 +68,8 @@ def import_(
     ] = False,
 ) -> None:
     """Import DICOM files into the archive, with a summary of what was stored and refused."""
+    from radsight.ingest.events import IngestResult
     from radsight.ingest.importer import import_paths
-    from radsight.ingest.service import IngestResult
 
     def acknowledge(name: str, result: IngestResult) -> None:
         # Printed (and flushed) only after the instance is stored and indexed: a line seen

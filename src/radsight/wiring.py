@@ -23,7 +23,7 @@ from radsight.worklist.priority import Rules
 
 if TYPE_CHECKING:
     from radsight.archive import Archive
-    from radsight.ingest.service import StoredEvent
+    from radsight.ingest.events import StoredEvent
 
 
 def subscribe_ai(archive: Archive) -> Rules:

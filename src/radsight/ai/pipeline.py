@@ -18,7 +18,7 @@ from radsight.ai.tasks import RUNNERS, TaskOptions
 from radsight.ai.tasks.segment import predict_labelmap
 from radsight.ai.volume import load_series
 from radsight.archive import Archive
-from radsight.ingest.service import Outcome
+from radsight.ingest.events import Outcome
 
 # The names callers of a model run use, where they have always been imported from.
 __all__ = ["FindingData", "PipelineError", "PipelineResult", "predict_labelmap", "run_model", "store"]

@@ -26,7 +26,7 @@ from radsight.ai import jobs
 from radsight.ai.result_types import is_ai_result
 from radsight.index.models import AIJob, Series, Study
 from radsight.index.types import utcnow
-from radsight.ingest.service import StoredEvent
+from radsight.ingest.events import StoredEvent
 
 if TYPE_CHECKING:
     from radsight.ai.routing import RoutingTable

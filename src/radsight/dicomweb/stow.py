@@ -45,7 +45,7 @@ from starlette.types import Scope
 from radsight.api.deps import ArchiveDep
 from radsight.archive import Archive
 from radsight.ingest.errors import Reason
-from radsight.ingest.service import IngestResult, Outcome
+from radsight.ingest.events import IngestResult, Outcome
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks

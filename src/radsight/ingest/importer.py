@@ -14,9 +14,10 @@ import pydicom
 from pydicom.uid import generate_uid
 
 from radsight.ingest.errors import Reason
-from radsight.ingest.service import IngestResult, IngestService, Outcome
+from radsight.ingest.events import IngestResult, Outcome
+from radsight.ingest.parse import MEDIA_STORAGE_DIRECTORY
+from radsight.ingest.service import IngestService
 
-MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 _SKIP_SUFFIXES = {".txt", ".md", ".json", ".csv", ".xml", ".html", ".py", ".gz", ".nii", ".png", ".jpg", ".jpeg"}
 
 

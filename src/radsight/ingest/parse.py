@@ -1,8 +1,10 @@
 """Read and check one incoming DICOM Part 10 file without loading its pixel data.
 
-pydicom reads the header; the length check of the Pixel Data element is ours, because
-pydicom would read the whole value (hundreds of MB for a large multi-frame object) to
-find out whether it is complete, while seeking over it answers the same question.
+pydicom reads the header (a well-formed Explicit VR Little Endian one is read by
+:mod:`.fast_header` into the same pydicom objects); the length check of the Pixel Data
+element is ours, because pydicom would read the whole value (hundreds of MB for a large
+multi-frame object) to find out whether it is complete, while seeking over it answers the
+same question.
 
 Every way a file can be wrong ends in :class:`IngestError` with a reason: nothing else
 escapes :func:`parse_file` except ``OSError`` from reading the file itself.
@@ -16,57 +18,29 @@ import os
 import struct
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import BinaryIO
 
 import pydicom
-from pydicom.charset import convert_encodings, default_encoding
-from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
-from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.filereader import read_sequence
 from pydicom.sequence import Sequence
-from pydicom.tag import BaseTag
-from pydicom.uid import (
-    UID,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ImplicitVRLittleEndian,
-    PrivateTransferSyntaxes,
-)
-from pydicom.valuerep import VR
-from pydicom.values import convert_string
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from radsight.ingest import values
+from radsight.ingest import fast_header, values
 from radsight.ingest.errors import IngestError, Reason
+from radsight.ingest.events import ParsedInstance
+from radsight.ingest.part10 import EXPLICIT_LONG_VRS, PART10_PREFIX_LENGTH, PREAMBLE_LENGTH
 
-PREAMBLE_LENGTH = 128
-PART10_PREFIX_LENGTH = PREAMBLE_LENGTH + 4  # preamble + b"DICM"
+# ParsedInstance and the Part 10 lengths are re-exported for callers that import them from here.
+__all__ = [
+    "IN_MEMORY_PARSE_MAX", "MEDIA_STORAGE_DIRECTORY", "PART10_PREFIX_LENGTH", "PREAMBLE_LENGTH", "ParsedInstance",
+    "file_meta_end", "parse_bytes", "parse_file",
+]
+
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 _PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
-_EXPLICIT_LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
-
-
-@dataclass(slots=True)
-class ParsedInstance:
-    """The header of a checked instance and the facts the index needs about its file.
-
-    ``file_size`` and ``pixel_data_offset`` describe the file *as it will be stored*: for a
-    file without preamble (``missing_preamble``) that is the input with the 132-byte
-    preamble and 'DICM' prefix written in front.
-    """
-
-    dataset: Dataset
-    file_meta: FileMetaDataset
-    transfer_syntax_uid: str
-    sop_class_uid: str
-    sop_instance_uid: str
-    study_instance_uid: str
-    series_instance_uid: str
-    file_size: int
-    pixel_data_offset: int | None
-    missing_preamble: bool = False
 
 
 def _valid_uid(value: str) -> bool:
@@ -98,7 +72,7 @@ def file_meta_end(fh: BinaryIO, start: int, size: int) -> int:
         vr = head[4:6]
         if not _looks_like_vr(vr):
             raise IngestError(Reason.MALFORMED, f"file meta information element at byte {pos} has no valid VR")
-        if vr in _EXPLICIT_LONG_VRS:
+        if vr in EXPLICIT_LONG_VRS:
             ext = fh.read(4)
             if len(ext) < 4:
                 raise IngestError(Reason.TRUNCATED, "file ends inside the file meta information")
@@ -126,7 +100,7 @@ def _check_pixel_data(fh: BinaryIO, offset: int, size: int, *, implicit: bool, l
     if implicit or not _looks_like_vr(head[4:6]):
         (length,) = struct.unpack(endian + "L", head[4:8])
         pos = offset + 8
-    elif head[4:6] in _EXPLICIT_LONG_VRS:
+    elif head[4:6] in EXPLICIT_LONG_VRS:
         ext = fh.read(4)
         if len(ext) < 4:
             raise IngestError(Reason.TRUNCATED, "file ends inside the Pixel Data element header")
@@ -234,115 +208,6 @@ def _read_header(fh: BinaryIO) -> Dataset:
     return ds
 
 
-# Hand-written for the same reason as the sequence walk below: pydicom's element reader, made
-# for every encoding and every deviation from the standard, took ~9 us per element, two thirds
-# of an instance's header parse; this loop reads a well-formed Explicit VR Little Endian data
-# set into the same pydicom objects in a fraction of that. It only reads what it fully
-# understands; anything else (another transfer syntax, an unknown VR, command or file meta
-# elements in the data set, an element of undefined length other than a sound sequence, a file
-# that ends inside an element) returns None and pydicom reads the file as before.
-# tests/test_ingest_fast_parse.py checks both give equal data sets over the corpus.
-_NOT_EXPLICIT_LE = frozenset({ImplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian,
-                              *PrivateTransferSyntaxes})
-_VR_NAMES = {vr.encode(): vr for vr in (v.value for v in VR) if len(vr) == 2}
-_element_head = struct.Struct("<HH2sH").unpack_from
-# The raw value pydicom gives an empty element of each VR (b"" or None).
-_EMPTY_RAW: dict[str, bytes | None] = {
-    vr: cast(bytes | None, empty_value_for_VR(vr, raw=True)) for vr in _VR_NAMES.values()
-}
-
-
-def _read_header_fast(data: bytes, meta_end: int) -> tuple[FileDataset, int] | None:
-    """``dcmread(stop_before_pixels=True, force=True)`` of the Part 10 file ``data`` whose File
-    Meta Information ends at ``meta_end``, and the offset where reading stopped (the top-level
-    pixel data or the end); None when pydicom must read it."""
-    has_preamble = data[PREAMBLE_LENGTH:PART10_PREFIX_LENGTH] == b"DICM"
-    meta_start = PART10_PREFIX_LENGTH if has_preamble else 0
-    read = _read_elements(data, meta_start, meta=True)
-    if read is None or read[1] != meta_end or not read[0] or meta_end == len(data):
-        return None  # (pydicom reads a file that ends after its file meta in its own way)
-    file_meta = FileMetaDataset(read[0])
-    file_meta.set_original_encoding(False, True, default_encoding)
-    try:  # as pydicom's reader does: the first element decoded (its way of testing the encoding)
-        file_meta[min(file_meta.keys())]
-    except Exception:
-        return None
-    ts = file_meta.get("TransferSyntaxUID")
-    if not ts or ts in _NOT_EXPLICIT_LE:
-        return None
-    try:
-        read = _read_elements(data, meta_end, meta=False)
-    except Exception:  # pydicom, reading a sequence or a character set, refused: let it say why
-        return None
-    if read is None:
-        return None
-    elements, stopped = read
-    ds = FileDataset(cast(Any, None), elements, data[:PREAMBLE_LENGTH] if has_preamble else None, file_meta,
-                     False, True)
-    # The last step of pydicom's read_partial, word for word (it decodes Specific Character Set).
-    ds.set_original_encoding(False, True, ds._character_set)
-    return ds, stopped
-
-
-def _read_elements(
-    data: bytes, pos: int, *, meta: bool
-) -> tuple[dict[BaseTag, RawDataElement | DataElement], int] | None:
-    """The Explicit VR Little Endian elements of ``data`` from ``pos`` and where reading stopped;
-    ``meta``: the File Meta Information (group 0002) only, else the data set up to its pixel
-    data. None when in doubt."""
-    elements: dict[BaseTag, RawDataElement | DataElement] = {}
-    encoding: str | list[str] = default_encoding  # for sequences read by pydicom
-    size = len(data)
-    buf: io.BytesIO | None = None
-    while pos < size:
-        if pos + 8 > size:
-            return None
-        group, elem, vr_bytes, length = _element_head(data, pos)
-        if meta:
-            if group != 0x0002:
-                break
-        elif group == 0x7FE0 and elem in (0x0010, 0x0008, 0x0009):
-            break  # stop_before_pixels
-        elif group in (0x0000, 0x0002, 0xFFFE):
-            return None
-        vr = _VR_NAMES.get(vr_bytes)
-        if vr is None:
-            return None
-        if vr_bytes in _EXPLICIT_LONG_VRS:
-            if pos + 12 > size:
-                return None
-            (length,) = _u32(data, pos + 8)
-            value_at = pos + 12
-        else:
-            value_at = pos + 8
-        tag = group << 16 | elem
-        if length == _UNDEFINED:
-            # As pydicom's reader does: an undefined-length sequence is read whole, by pydicom,
-            # once the walk has found where it ends.
-            end = _walk_items(data, value_at, size, defined=False) if vr == "SQ" and not meta else -1
-            if end < 0:
-                return None
-            if buf is None:
-                buf = io.BytesIO(data)
-            buf.seek(value_at)
-            seq = read_sequence(buf, False, True, length, encoding)
-            if buf.tell() != end:
-                return None
-            key = BaseTag(tag)
-            elements[key] = DataElement(key, vr, seq, value_at, is_undefined_length=True)
-            pos = end
-            continue
-        pos = value_at + length
-        if pos > size:
-            return None
-        value: bytes | None = data[value_at:pos] if length else _EMPTY_RAW[vr]
-        if tag == 0x00080005:
-            encoding = convert_encodings(convert_string(value or b"", True))
-        key = BaseTag(tag)
-        elements[key] = RawDataElement(key, vr, length, value, value_at, False, True)
-    return elements, pos
-
-
 def parse_file(path: Path) -> ParsedInstance:
     """Parse and check the file at ``path``; raise :class:`IngestError` with the reason.
 
@@ -356,11 +221,10 @@ def parse_file(path: Path) -> ParsedInstance:
         raise IngestError(Reason.MALFORMED, f"cannot parse the data set: {type(exc).__name__}: {exc}") from exc
 
 
-# Files up to this size are parsed from one read into memory. pydicom calls tell() and seek()
-# for every element; on a file each is a system call, and CPython releases the GIL around it,
-# so while other threads want the GIL (concurrent STOW-RS requests, C-STORE associations)
-# every element handed the GIL over: measured ~160 lseek and ~1,300 futex calls per STOW-RS
-# instance (strace -c). Larger files (big multi-frame objects) are parsed from the file, so
+# Files up to this size are parsed from one read into memory: pydicom calls tell() and seek()
+# for every element, and on a file each is a system call around which CPython releases the
+# GIL, handing it over per element while other threads (concurrent STOW-RS requests, C-STORE
+# associations) want it. Larger files (big multi-frame objects) are parsed from the file, so
 # nothing of hundreds of MB is held in memory.
 IN_MEMORY_PARSE_MAX = 16 * 1024 * 1024
 
@@ -398,28 +262,12 @@ def _parse_file(path: Path) -> ParsedInstance:
 
 def _parse(fh: BinaryIO, size: int, data: bytes | None = None) -> ParsedInstance:
     """Parse the file open as ``fh`` (``data``: its bytes, when it is in memory)."""
-    head = fh.read(PART10_PREFIX_LENGTH)
-    # Accepted deliberately: a Part 10 file written without its 128-byte preamble and
-    # 'DICM' prefix, i.e. one that starts directly with its File Meta Information
-    # (some older writers and hand-made files do this; pydicom reads them with force).
-    # The file meta names the transfer syntax, so nothing is guessed; the ingest service
-    # stores preamble + 'DICM' + the original bytes unchanged (no re-encoding), so the
-    # stored object is a valid Part 10 file. A bare data set with no group 0002 at all
-    # is refused: its transfer syntax would have to be guessed.
-    missing_preamble = head[PREAMBLE_LENGTH:] != b"DICM"
-    if missing_preamble and not _starts_with_file_meta(head):
-        if size < PART10_PREFIX_LENGTH:
-            raise IngestError(Reason.NOT_DICOM, f"file of {size} bytes is too short to be DICOM Part 10")
-        raise IngestError(
-            Reason.NOT_DICOM,
-            "not a DICOM Part 10 file: no 'DICM' prefix after the 128-byte preamble and no "
-            "File Meta Information (0002,eeee) at the start",
-        )
+    missing_preamble = _missing_preamble(fh.read(PART10_PREFIX_LENGTH), size)
     meta_start = 0 if missing_preamble else PART10_PREFIX_LENGTH
     meta_end = file_meta_end(fh, meta_start, size)
     if meta_end == meta_start:
         raise IngestError(Reason.MALFORMED, "file has the 'DICM' prefix but no File Meta Information (0002,eeee)")
-    fast = None if data is None else _read_header_fast(data, meta_end)
+    fast = None if data is None else fast_header.read_header(data, meta_end)
     if fast is None:
         fh.seek(0)
         ds = _read_header(fh)
@@ -427,6 +275,64 @@ def _parse(fh: BinaryIO, size: int, data: bytes | None = None) -> ParsedInstance
         ds, stopped = fast
         fh.seek(stopped)
     meta = ds.file_meta
+    ts = _transfer_syntax(meta)
+    uid = UID(ts)
+    little = uid.is_little_endian if uid.is_transfer_syntax else True
+    implicit = uid.is_implicit_VR if uid.is_transfer_syntax else False
+    pixel_offset: int | None = None
+    if ts == DeflatedExplicitVRLittleEndian:
+        _check_deflated(fh, meta_end)  # the offset of Pixel Data in the inflated stream means nothing in the file
+    else:
+        pixel_offset = _check_encoding_and_pixel_data(fh, meta_end, size, ts, implicit=implicit, little=little)
+        if pixel_offset is not None and missing_preamble:
+            pixel_offset += PART10_PREFIX_LENGTH
+    try:
+        # Parse every sequence now, so a structurally broken data set is refused here and not
+        # discovered later by a viewer. Plain values stay undecoded (decoding them all is most
+        # of a header's parse time, docs/benchmarks.md), and a bad plain value is read leniently.
+        _parse_sequences(ds, explicit_le=little and not implicit)
+    except Exception as exc:
+        raise IngestError(Reason.MALFORMED, f"cannot decode element: {type(exc).__name__}: {exc}") from exc
+    sop_class, sop_instance, study, series = _identifying_uids(ds, meta)
+    return ParsedInstance(
+        dataset=ds,
+        file_meta=meta,
+        transfer_syntax_uid=ts,
+        sop_class_uid=sop_class,
+        sop_instance_uid=sop_instance,
+        study_instance_uid=study,
+        series_instance_uid=series,
+        file_size=size + (PART10_PREFIX_LENGTH if missing_preamble else 0),
+        pixel_data_offset=pixel_offset,
+        missing_preamble=missing_preamble,
+    )
+
+
+def _missing_preamble(head: bytes, size: int) -> bool:
+    """True if the file beginning with ``head`` (its first 132 bytes) has no preamble and
+    'DICM' prefix but starts with its File Meta Information; refuse a file with neither.
+
+    Accepted deliberately: a Part 10 file written without its 128-byte preamble and 'DICM'
+    prefix (some older writers and hand-made files do this; pydicom reads them with force).
+    The file meta names the transfer syntax, so nothing is guessed; the ingest service stores
+    preamble + 'DICM' + the original bytes unchanged (no re-encoding), so the stored object is
+    a valid Part 10 file. A bare data set with no group 0002 at all is refused: its transfer
+    syntax would have to be guessed.
+    """
+    missing = head[PREAMBLE_LENGTH:] != b"DICM"
+    if missing and not _starts_with_file_meta(head):
+        if size < PART10_PREFIX_LENGTH:
+            raise IngestError(Reason.NOT_DICOM, f"file of {size} bytes is too short to be DICOM Part 10")
+        raise IngestError(
+            Reason.NOT_DICOM,
+            "not a DICOM Part 10 file: no 'DICM' prefix after the 128-byte preamble and no "
+            "File Meta Information (0002,eeee) at the start",
+        )
+    return missing
+
+
+def _transfer_syntax(meta: FileMetaDataset) -> str:
+    """The file's Transfer Syntax UID; refuse a missing or invalid one, and a DICOMDIR."""
     ts = str(meta.get("TransferSyntaxUID", "") or "")
     if not ts:
         raise IngestError(Reason.MALFORMED, "file meta information has no Transfer Syntax UID (0002,0010)")
@@ -438,48 +344,49 @@ def _parse(fh: BinaryIO, size: int, data: bytes | None = None) -> ParsedInstance
             "a DICOMDIR (Media Storage Directory) is an index of removable media, not an instance: "
             "import the folder it is in",
         )
-    uid = UID(ts)
-    little = uid.is_little_endian if uid.is_transfer_syntax else True
-    implicit = uid.is_implicit_VR if uid.is_transfer_syntax else False
-    pixel_offset: int | None = None
-    if ts == DeflatedExplicitVRLittleEndian:
-        # The offset of Pixel Data inside the inflated stream means nothing in the file.
-        inflated = _inflate(fh, meta_end)
-        buf = io.BytesIO(inflated)
-        try:
-            pydicom.filereader.read_dataset(buf, False, True, stop_when=_at_pixel_data)
-        except Exception as exc:
-            raise IngestError(Reason.MALFORMED, f"cannot parse the inflated data set: {exc}") from exc
-        _check_top_level_pixel_data(buf, len(inflated), implicit=False, little=True)
-    else:
-        stopped_at = fh.tell()
-        fh.seek(meta_end)
-        first = fh.read(6)
-        if len(first) == 6 and first[:2] != b"\x00\x00" and _looks_like_vr(first[4:6]) == implicit:
-            # The data set is not encoded as its transfer syntax says: pydicom guesses and
-            # reads on, but every other reader (and every peer we send it to) trusts the
-            # transfer syntax, so these bytes cannot be served as they are.
-            found, declared = ("explicit", "implicit") if implicit else ("implicit", "explicit")
-            raise IngestError(
-                Reason.MALFORMED,
-                f"the data set is encoded in {found} VR but its Transfer Syntax {ts} is {declared} VR",
-            )
-        fh.seek(stopped_at)
-        pixel_offset = _check_top_level_pixel_data(fh, size, implicit=implicit, little=little)
-        if pixel_offset is not None and missing_preamble:
-            pixel_offset += PART10_PREFIX_LENGTH
-    try:
-        # Parse every sequence now, so a structurally broken data set is refused here and not
-        # discovered later by a viewer. Plain values stay undecoded: decoding all of them cost
-        # two thirds of the ingest time, and a bad value in a plain element is read leniently.
-        _parse_sequences(ds, explicit_le=little and not implicit)
-    except Exception as exc:
-        raise IngestError(Reason.MALFORMED, f"cannot decode element: {type(exc).__name__}: {exc}") from exc
+    return ts
 
-    # Accepted deliberately: some real archives send files whose SOP Class / Instance UID
-    # (0008,0016)/(0008,0018) are empty while the file meta information (0002,0002)/(0002,0003)
-    # names them (the shared Siemens CT series does). The file meta values are used for the
-    # index; the bytes are stored unchanged.
+
+def _check_deflated(fh: BinaryIO, meta_end: int) -> None:
+    """Inflate the data set after ``meta_end`` and check its top-level pixel data."""
+    inflated = _inflate(fh, meta_end)
+    buf = io.BytesIO(inflated)
+    try:
+        pydicom.filereader.read_dataset(buf, False, True, stop_when=_at_pixel_data)
+    except Exception as exc:
+        raise IngestError(Reason.MALFORMED, f"cannot parse the inflated data set: {exc}") from exc
+    _check_top_level_pixel_data(buf, len(inflated), implicit=False, little=True)
+
+
+def _check_encoding_and_pixel_data(
+    fh: BinaryIO, meta_end: int, size: int, ts: str, *, implicit: bool, little: bool
+) -> int | None:
+    """Refuse a data set not encoded in the VR its transfer syntax ``ts`` names; check the
+    top-level pixel data where the header read stopped (``fh``'s position). Its offset in
+    the file as read, or None."""
+    stopped_at = fh.tell()
+    fh.seek(meta_end)
+    first = fh.read(6)
+    if len(first) == 6 and first[:2] != b"\x00\x00" and _looks_like_vr(first[4:6]) == implicit:
+        # pydicom guesses and reads on, but every other reader (and every peer we send it to)
+        # trusts the transfer syntax, so these bytes cannot be served as they are.
+        found, declared = ("explicit", "implicit") if implicit else ("implicit", "explicit")
+        raise IngestError(
+            Reason.MALFORMED,
+            f"the data set is encoded in {found} VR but its Transfer Syntax {ts} is {declared} VR",
+        )
+    fh.seek(stopped_at)
+    return _check_top_level_pixel_data(fh, size, implicit=implicit, little=little)
+
+
+def _identifying_uids(ds: Dataset, meta: FileMetaDataset) -> tuple[str, str, str, str]:
+    """SOP Class, SOP Instance, Study and Series Instance UIDs; refuse missing or invalid ones.
+
+    Accepted deliberately: some real archives send files whose SOP Class / Instance UID
+    (0008,0016)/(0008,0018) are empty while the file meta information (0002,0002)/(0002,0003)
+    names them (the shared Siemens CT series does). The file meta values are used for the
+    index; the bytes are stored unchanged.
+    """
     sop_class = values.uid(ds, "SOPClassUID") or values.uid(meta, "MediaStorageSOPClassUID")
     sop_instance = values.uid(ds, "SOPInstanceUID") or values.uid(meta, "MediaStorageSOPInstanceUID")
     checks = {
@@ -494,30 +401,20 @@ def _parse(fh: BinaryIO, size: int, data: bytes | None = None) -> ParsedInstance
         if not _valid_uid(value):
             raise IngestError(Reason.INVALID_ATTRIBUTE, f"{name} {value[:80]!r} is not a valid UID")
     media_uid = values.uid(meta, "MediaStorageSOPInstanceUID")
-    if media_uid and media_uid != checks["SOP Instance UID (0008,0018)"]:
+    if media_uid and media_uid != sop_instance:
         raise IngestError(
             Reason.INVALID_ATTRIBUTE,
             "Media Storage SOP Instance UID (0002,0003) differs from SOP Instance UID (0008,0018)",
         )
-    return ParsedInstance(
-        dataset=ds,
-        file_meta=meta,
-        transfer_syntax_uid=ts,
-        sop_class_uid=sop_class,
-        sop_instance_uid=checks["SOP Instance UID (0008,0018)"],
-        study_instance_uid=checks["Study Instance UID (0020,000D)"],
-        series_instance_uid=checks["Series Instance UID (0020,000E)"],
-        file_size=size + (PART10_PREFIX_LENGTH if missing_preamble else 0),
-        pixel_data_offset=pixel_offset,
-        missing_preamble=missing_preamble,
-    )
+    study, series = checks["Study Instance UID (0020,000D)"], checks["Series Instance UID (0020,000E)"]
+    return sop_class, sop_instance, study, series
 
 
 def _parse_sequences(ds: Dataset, *, explicit_le: bool = False) -> None:
     """Read every sequence of ``ds`` (and of its items) down to its last element.
 
     ``explicit_le``: the data set is Explicit VR Little Endian; a sequence that pydicom left
-    undecoded is then first walked by its bytes (:func:`_sequence_is_sound`) and only decoded
+    undecoded is then first walked by its bytes (:func:`.fast_header.sequence_is_sound`) and only decoded
     by pydicom when the walk cannot vouch for it.
     """
     # values() gives each element as read (raw, unconverted), without elements()' sorting and
@@ -526,86 +423,9 @@ def _parse_sequences(ds: Dataset, *, explicit_le: bool = False) -> None:
         vr = elem.VR
         if vr == "SQ" or (vr in (None, "UN") and getattr(elem, "length", 0) == 0xFFFFFFFF):
             if explicit_le and vr == "SQ" and isinstance(elem, RawDataElement) and isinstance(elem.value, bytes) \
-                    and _sequence_is_sound(elem.value):
+                    and fast_header.sequence_is_sound(elem.value):
                 continue
             value = ds[elem.tag].value
             if isinstance(value, Sequence):
                 for item in value:
                     _parse_sequences(item, explicit_le=explicit_le)
-
-
-# Hand-written because pydicom's reading of a sequence builds a Dataset per item and a data
-# element per element: decoding the sequences of an instance cost a third of its header parse
-# (0.8 of 2.3 ms for the STOW-RS benchmark's files), while checking that their bytes nest
-# properly is a few struct reads per element. The walk only vouches: anything it does not
-# fully understand (a VR it does not know, an element of undefined length other than a
-# sequence, a stray delimiter, a length past the end) sends the sequence to pydicom, which
-# decides as before. tests/test_ingest_fast_parse.py checks both give the same outcome over the
-# corpus and over mutated files.
-_UNDEFINED = 0xFFFFFFFF
-_ITEM, _ITEM_END, _SEQUENCE_END = 0xE000FFFE, 0xE00DFFFE, 0xE0DDFFFE  # (FFFE,eeee) read as "<L"
-_u32 = struct.Struct("<L").unpack_from
-_tag_length = struct.Struct("<LL").unpack_from  # an item: tag, length
-_tag_vr_length = struct.Struct("<L2sH").unpack_from  # an element: tag, VR, 16-bit length
-
-
-def _sequence_is_sound(value: bytes) -> bool:
-    """True if ``value``, the bytes of an Explicit VR Little Endian sequence of defined length,
-    is a run of well-formed items that ends exactly at its end; False when in doubt."""
-    return _walk_items(value, 0, len(value), defined=True) == len(value)
-
-
-def _walk_items(buf: bytes, pos: int, end: int, *, defined: bool) -> int:
-    """Offset after the items from ``pos`` (up to ``end`` for a sequence of defined length,
-    through its Sequence Delimitation Item otherwise); -1 when in doubt."""
-    while pos < end:
-        if pos + 8 > end:
-            return -1
-        tag, length = _tag_length(buf, pos)
-        pos += 8
-        if tag == _SEQUENCE_END and not defined:
-            return pos
-        if tag != _ITEM:
-            return -1
-        if length == _UNDEFINED:
-            pos = _walk_elements(buf, pos, end, defined=False)
-        elif pos + length > end:
-            return -1
-        else:
-            pos = -1 if _walk_elements(buf, pos, pos + length, defined=True) < 0 else pos + length
-        if pos < 0:
-            return -1
-    return pos if defined else -1
-
-
-def _walk_elements(buf: bytes, pos: int, end: int, *, defined: bool) -> int:
-    """Offset after an item's elements from ``pos`` (up to ``end`` for an item of defined
-    length, through its Item Delimitation Item otherwise); -1 when in doubt."""
-    while pos < end:
-        if pos + 8 > end:
-            return -1
-        tag, vr, length = _tag_vr_length(buf, pos)
-        if (tag & 0xFFFF) == 0xFFFE:  # group FFFE: only an item's end belongs here
-            return pos + 8 if tag == _ITEM_END and not defined else -1
-        if vr not in _VR_NAMES:
-            return -1
-        if vr in _EXPLICIT_LONG_VRS:
-            if pos + 12 > end:
-                return -1
-            (length,) = _u32(buf, pos + 8)
-            pos += 12
-        else:
-            pos += 8
-        if length == _UNDEFINED:
-            if vr != b"SQ":
-                return -1
-            pos = _walk_items(buf, pos, end, defined=False)
-            if pos < 0:
-                return -1
-        elif pos + length > end:
-            return -1
-        else:
-            if vr == b"SQ" and _walk_items(buf, pos, pos + length, defined=True) != pos + length:
-                return -1
-            pos += length
-    return pos if defined else -1

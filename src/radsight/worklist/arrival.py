@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import Dialect, Table, bindparam, exists, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from radsight.index.compiled import CompiledStatement, compiled_for
 from radsight.index.models import AIFinding, Instance, Study, WorklistEvent, WorklistStudy
 from radsight.index.types import utcnow
-from radsight.ingest.service import CompiledStatement, compiled_for
 from radsight.worklist import events
 from radsight.worklist.priority import Rules, order_priority_from_dicom
 from radsight.worklist.rows import new_row
@@ -31,8 +31,7 @@ if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
     from radsight.archive import Archive
-    from radsight.ingest.parse import ParsedInstance
-    from radsight.ingest.service import StoredEvent
+    from radsight.ingest.events import ParsedInstance, StoredEvent
 
 log = logging.getLogger(__name__)
 
