@@ -8,8 +8,10 @@ import { closablePanel } from '../panel';
 import type { LoadedSeries, SeriesInfo } from '../series';
 import { AI_NOTICE, type Finding, decide, fetchFindings, fmtValue, renderFinding } from './findingsPanel';
 import { type Heatmap, drawHeatmap, parseParametricMap } from './heatmap';
-import { type RunState, RunError, followJobs, isActive, jobText, requestRun, studyJobs, type JobView } from './runAi';
-import { type AiSegmentation, type SegDecodeStats, applyStyle, createSegmentation, showInViewport, warmSegWorker } from './segmentation';
+import { RunError, followJobs, isActive, jobText, requestRun, studyJobs, type JobView } from './runAi';
+import { type AiSegmentation, applyStyle, createSegmentation, showInViewport, warmSegWorker } from './segmentation';
+import { hook } from '../testHooks';
+import { aiState } from './aiState';
 import './ai.css';
 
 export interface AiSlot {
@@ -34,38 +36,10 @@ export interface AiHost {
   errors: string[];
 }
 
-/** Test hook: what was loaded (tests assert on pixels and the DOM). */
-export interface AiState {
-  findings: number;
-  findingsApi: boolean;
-  segmentations: { id: string; segments: number; viewports: string[] }[];
-  heatmaps: number;
-  /** Parametric maps offered for the series shown (one per segmentation label), and the one drawn. */
-  heatmapChoices: { sop: string; label: string }[];
-  heatmapShown: string;
-  drawn: Record<string, number>;
-  busy: number;
-  /** Per SEG: ms from the request to the labelmap registered. */
-  segLoadMs: number[];
-  /** The longest gap between animation frames while AI overlays loaded (a frozen page shows here). */
-  maxFrameGapMs: number;
-  /** Per overlay load with a SEG: the longest main-thread task (PerformanceObserver 'longtask')
-   * from the SEG's request to its labelmap drawn (0: none over 50 ms). */
-  segLongestTaskMs: number[];
-  /** The same split: request -> labelmap registered (fetch, parse, unpack, labelmap images), and
-   * registered -> drawn (segmentation state, first labelmap render). */
-  segLongestTaskSplit: { decode: number; draw: number }[];
-  /** Per SEG: worker or adapter, and the time each part took. */
-  segDecode: SegDecodeStats[];
-  /** "Run AI": the status line, the jobs followed, runs finished. */
-  run: RunState;
-}
-
 const PMAP_CLASS = '1.2.840.10008.5.1.4.1.1.30';
 const AI_RE = /AI generated/i;
 
 let host!: AiHost;
-const aiState: AiState = { findings: 0, findingsApi: false, segmentations: [], heatmaps: 0, heatmapChoices: [], heatmapShown: '', drawn: {}, busy: 0, segLoadMs: [], maxFrameGapMs: 0, segLongestTaskMs: [], segLongestTaskSplit: [], segDecode: [], run: { message: '', jobs: [], finished: 0 } };
 
 // While overlays load, measure how long the page goes without painting.
 let watching = false;
@@ -82,7 +56,7 @@ function watchFrames(): void {
   requestAnimationFrame(tick);
 }
 // Long tasks (> 50 ms on the main thread), kept to find the longest one during each SEG load.
-const longTasks: { start: number; end: number }[] = [];
+const longTasks = aiState.longTasks;
 function observeLongTasks(): void {
   try {
     new PerformanceObserver((list) => {
@@ -131,9 +105,8 @@ export function isAiSeries(s: SeriesInfo): boolean {
 
 export function initAi(h: AiHost): void {
   host = h;
-  (window as unknown as { __radsight: { ai?: AiState } }).__radsight.ai = aiState;
+  hook.ai = aiState;
   observeLongTasks();
-  (aiState as unknown as { longTasks: unknown }).longTasks = longTasks;
   warmSegWorker();
   const panel = document.createElement('aside');
   panel.id = 'ai-panel';
