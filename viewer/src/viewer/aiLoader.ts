@@ -4,7 +4,7 @@ import { type StackViewport, utilities } from '@cornerstonejs/core';
 import { applyLayout, hasSeg, showInActive } from './layout';
 import { refreshSeriesList } from './seriesPanel';
 import { type AiOverlays, state } from './state';
-import { getLoaded } from './studySeries';
+import { derivedSeries, getLoaded } from './studySeries';
 import { hook } from './testHooks';
 
 export function loadAi(): Promise<AiOverlays> {
@@ -15,6 +15,7 @@ export function loadAi(): Promise<AiOverlays> {
       studyUIDs: state.studyUIDs,
       seriesList: state.seriesList,
       getLoaded,
+      derivedSeries,
       slots: () => state.slots,
       showSeries: (uid) => showInActive(uid),
       refreshSeries: refreshSeriesForAi,

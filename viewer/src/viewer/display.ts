@@ -8,7 +8,7 @@ import type { LoadedSeries } from './series';
 import { setActive } from './slot';
 import { type Slot, state } from './state';
 import { describeError, toast } from './status';
-import { getLoaded } from './studySeries';
+import { getLoaded, seriesHolding } from './studySeries';
 import { hook, mark, reportError } from './testHooks';
 import { setPrimaryTool, toolsNow } from './toolBinding';
 import { showMessage, updateOverlay } from './viewportText';
@@ -65,10 +65,11 @@ export async function showSeries(slot: Slot, seriesUID: string): Promise<void> {
 
 /** The study's saved measurements (SR TID 1500) on the images of `series`, if it has any. */
 function restoreMeasurements(slot: Slot, series: LoadedSeries): void {
-  if (!state.seriesList.some((x) => x.modality === 'SR')) return;
-  void import('./measurements')
-    .then((m) => m.loadMeasurements(state.client, series, state.seriesList, getLoaded))
-    .then(({ restored: n, inPatientCoordinates: mpr }) => {
+  void seriesHolding('sr')
+    .then(async (reports) => (reports.length ? (await import('./measurements')).loadMeasurements(state.client, series, reports, getLoaded) : undefined))
+    .then((found) => {
+      if (!found) return;
+      const { restored: n, inPatientCoordinates: mpr } = found;
       hook.restoredMeasurements += n;
       if (n) {
         void toolsNow().then((t) => t.tools.utilities.triggerAnnotationRenderForViewportIds([slot.id]));

@@ -4,6 +4,7 @@
 import type { Enums, RenderingEngine, Types } from '@cornerstonejs/core';
 import { type DicomJsonDataset, DicomWebClient } from '../dicomweb';
 import type { LoadedSeries, SeriesInfo } from './series';
+import type { DerivedSeries } from './sopClasses';
 
 /** One viewport of the grid: its elements and what it shows. */
 export interface Slot {
@@ -54,6 +55,8 @@ export interface ViewerState {
   study?: DicomJsonDataset;
   /** The studies' series (QIDO-RS), images first; changed in place when re-read. */
   readonly seriesList: SeriesInfo[];
+  /** The series holding segmentations, parametric maps or SRs (by SOP class), asked for once per series list. */
+  derived?: Promise<DerivedSeries>;
   /** Series metadata (WADO-RS) asked for, by Series Instance UID. */
   readonly loadedSeries: Map<string, Promise<LoadedSeries>>;
   slots: Slot[];

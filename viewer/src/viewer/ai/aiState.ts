@@ -49,3 +49,37 @@ export const aiState: AiState = {
   run: { message: '', jobs: [], finished: 0 },
   longTasks: [],
 };
+
+const frames = { watching: false };
+
+/** While overlays load (`busy`), measure how long the page goes without painting. */
+export function watchFrames(): void {
+  if (frames.watching) return;
+  frames.watching = true;
+  let last = performance.now();
+  const tick = (t: number) => {
+    aiState.maxFrameGapMs = Math.max(aiState.maxFrameGapMs, t - last);
+    last = t;
+    if (aiState.busy > 0) requestAnimationFrame(tick);
+    else frames.watching = false;
+  };
+  requestAnimationFrame(tick);
+}
+
+/** Keep the long tasks (> 50 ms on the main thread), to find the longest during each SEG load. */
+export function observeLongTasks(): void {
+  try {
+    new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) aiState.longTasks.push({ start: Math.round(e.startTime), end: Math.round(e.startTime + e.duration) });
+    }).observe({ type: 'longtask', buffered: true });
+  } catch {
+    /* no Long Tasks API (Firefox, Safari): the frame gap still says it */
+  }
+}
+
+/** The longest task that overlapped `from`..`to` (ms since navigation start). */
+export function longestTask(from: number, to: number): number {
+  let max = 0;
+  for (const t of aiState.longTasks) if (t.end > from && t.start < to) max = Math.max(max, t.end - t.start);
+  return Math.round(max);
+}
