@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import highdicom as hd
@@ -33,8 +33,9 @@ LIVER_STUDY = "1.2.392.200103.20080913.113635.0.2009.6.22.21.43.10.22941.1"
 AI_NOTICE = "AI generated - not for clinical use"
 
 
-def _pmap_for(ct_dir: Path, dest: Path) -> Path:
-    """A float parametric map on the 3-slice CT: a bright disc (1.0) fading out, 0 outside."""
+def _pmap_for(ct_dir: Path, dest: Path, description: str = f"Heatmap - {AI_NOTICE}", copies: int = 1) -> list[Path]:
+    """A float parametric map on the 3-slice CT: a bright disc (1.0) fading out, 0 outside;
+    ``copies`` instances of it in one series."""
     sources = sorted((pydicom.dcmread(p) for p in ct_dir.glob("*.dcm")), key=lambda d: int(d.InstanceNumber))
     for ds in sources:
         if not ds.get("SpecificCharacterSet"):
@@ -51,13 +52,30 @@ def _pmap_for(ct_dir: Path, dest: Path) -> Path:
         slope=1.0,
         intercept=0.0,
     )
-    pm = hd.pm.ParametricMap(
+    series_uid = hd.UID()
+    out = []
+    for n in range(1, copies + 1):
+        pm = _pmap(sources, values, mapping, series_uid, n)
+        pm.SeriesDescription = description
+        out.append(dest / f"pmap-{series_uid}-{n}.dcm")
+        pm.save_as(out[-1])
+    return out
+
+
+def _pmap(
+    sources: Sequence[pydicom.Dataset],
+    values: np.ndarray,
+    mapping: hd.pm.RealWorldValueMapping,
+    series_uid: str,
+    n: int,
+) -> hd.pm.ParametricMap:
+    return hd.pm.ParametricMap(
         source_images=sources,
         pixel_array=values,
-        series_instance_uid=hd.UID(),
+        series_instance_uid=series_uid,
         series_number=9102,
         sop_instance_uid=hd.UID(),
-        instance_number=1,
+        instance_number=n,
         manufacturer="RadSight tests",
         manufacturer_model_name="viewer test",
         software_versions="1",
@@ -69,10 +87,18 @@ def _pmap_for(ct_dir: Path, dest: Path) -> Path:
         content_creator_name="RadSight^Tests",
         content_label="AI_PMAP",
     )
-    pm.SeriesDescription = f"Heatmap - {AI_NOTICE}"
-    out = dest / "pmap.dcm"
-    pm.save_as(out)
-    return out
+
+
+def _as_new_study(ct_dir: Path, dest: Path) -> tuple[str, Path]:
+    """The 3-slice CT again under new Study / Series / SOP Instance UIDs (its own study)."""
+    dest.mkdir()
+    study, series = hd.UID(), hd.UID()
+    for p in ct_dir.glob("*.dcm"):
+        ds = pydicom.dcmread(p)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = hd.UID()
+        ds.save_as(dest / p.name)
+    return study, dest
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +110,21 @@ def ai_server(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> It
     try:
         ingest = running.archive.ingest
         ct3 = shared_data / DCMQI / "ct-3slice"
-        import_paths(ingest, [ct3, shared_data / DCMQI / "liver.dcm", _pmap_for(ct3, home)])
+        import_paths(ingest, [ct3, shared_data / DCMQI / "liver.dcm", *_pmap_for(ct3, home)])
         import_paths(ingest, [shared_data / "ct/totalsegmentator/example_ct_dicom"], fill_missing_uids=True)
         yield running
     finally:
         stop()  # type: ignore[operator]
+
+
+@pytest.fixture(scope="module")
+def plain_map_study(ai_server: RunningServer, tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> str:
+    """A copy of the 3-slice CT (its own study) with a parametric map series that says nothing of
+    AI in its description and holds two instances."""
+    home = tmp_path_factory.mktemp("plain-map")
+    study, copy = _as_new_study(shared_data / DCMQI / "ct-3slice", home / "ct")
+    import_paths(ai_server.archive.ingest, [copy, *_pmap_for(copy, home, description="Probability", copies=2)])
+    return study
 
 
 def rgb_pixels(page: Page, index: int = 0) -> np.ndarray:
@@ -188,6 +224,28 @@ def test_heatmap_overlay_opacity_and_threshold(ai_server: RunningServer, page: P
     centre = changed_from(page, opaque)
     remaining = np.abs(centre - hidden).max(axis=2) > 20
     assert 0 < remaining.sum() < diff.sum() * 0.3
+
+
+def test_ai_objects_found_by_sop_class_not_by_series_description(
+    ai_server: RunningServer, plain_map_study: str, page: Page
+) -> None:
+    # A parametric map series described "Probability" with two instances: only its SOP Class UID
+    # says what it is.
+    open_study(page, ai_server, plain_map_study)
+    page.wait_for_function("window.__radsight.ai.busy === 0 && window.__radsight.ai.heatmaps === 1", timeout=TIMEOUT_MS)
+    assert len(state(page, "s.ai.heatmapChoices")) == 2
+    assert state(page, "s.ai.segmentations") == []
+    assert page.locator(".series-item.ai-series").count() == 0
+    page.wait_for_function("window.__radsight.ai.drawn['vp-0'] === 1", timeout=TIMEOUT_MS)
+    page.wait_for_timeout(300)
+    shown = rgb_pixels(page)
+    page.locator("input[data-ai='heatmap-visible']").uncheck()
+    hidden = changed_from(page, shown)
+    diff = np.abs(shown - hidden).max(axis=2) > 20
+    h, w = diff.shape
+    assert diff[h // 2 - 5 : h // 2 + 5, w // 2 - 5 : w // 2 + 5].all()  # the disc, in colour
+    assert np.median(chroma(shown)[diff]) > 30
+    assert state(page, "s.errors") == []
 
 
 def test_pipeline_finding_listed_accepted_and_kept_after_reload(

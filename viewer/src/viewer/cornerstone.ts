@@ -1,6 +1,6 @@
 // Cornerstone3D set-up: rendering and the DICOM image loader (decoding in web workers) first;
 // the tools (window/level, pan, zoom, measurements, crosshairs: toolsSetup.ts, about a third of
-// the start-up code) are imported once the first image is on screen.
+// the start-up code) are imported once the first image is on screen (toolBinding.ts).
 import { init as coreInit, getRenderingCapabilities, getWebWorkerManager, setUseCPURendering } from '@cornerstonejs/core';
 import { decodeImageFrame, init as loaderInit } from '@cornerstonejs/dicom-image-loader';
 
@@ -102,16 +102,4 @@ export function initCornerstone(cpuStacks: boolean): void {
     beforeSend: (_xhr, imageId) => (decodedByServer.has(imageId) ? { Accept: DECODED } : undefined),
   });
   if (new URLSearchParams(location.search).get('firstFrame') !== 'worker') decodeFirstFrameOnPage();
-}
-
-export type ToolsModule = typeof import('./toolsSetup');
-let loading: Promise<ToolsModule> | undefined;
-
-/** The tools module, imported and initialised once. */
-export function loadTools(): Promise<ToolsModule> {
-  loading ??= import('./toolsSetup').then((m) => {
-    m.initTools();
-    return m;
-  });
-  return loading;
 }

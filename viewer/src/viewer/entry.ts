@@ -1,36 +1,16 @@
 // The viewer page's first script, kept small (no Cornerstone): it draws the study's first image
 // on a plain 2D canvas in the first viewport's place while the Cornerstone part (main.ts, a
 // separate chunk of about 3 MB that V8 needs 0.5-1 s to compile on a loaded 2-core machine) is
-// fetched and started in parallel. main.ts takes the frame's bytes from here (no second request),
+// fetched and started in parallel. preview.ts takes the frame's bytes from here (no second request),
 // shows the same image with the same window in its viewport and then removes this preview.
 // Greyscale only; a colour first image waits for Cornerstone. `?preview=0` turns it off (and
 // `?firstFrame=stored`, which asks for the first frame as stored, not decoded by the server).
 import '../style.css';
 import { type DicomJsonDataset, Tag, firstPart, num, nums, str } from '../dicomweb';
 import { sortInstances } from './order';
-
-/** The first frame as the server decoded it (Explicit VR Little Endian), for main.ts's loader. */
-export interface PreviewFrame {
-  /** The frame's WADO-RS URL (the imageId without its `wadors:` scheme). */
-  url: string;
-  pixelData: Uint8Array;
-  transferSyntax: string;
-}
-
-/** Shared with main.ts through `window.__radsightPreview`. */
-export interface PreviewHandoff {
-  frame: Promise<PreviewFrame | undefined>;
-  /** The preview canvas, once drawn and until Cornerstone has drawn the same image. */
-  canvas?: HTMLCanvasElement;
-  /** Set by main.ts once Cornerstone has drawn the first image: nothing more to preview. */
-  done: boolean;
-  /** Set by main.ts once the viewer takes keys and wheel itself (tools bound). */
-  ready: boolean;
-  /** Keys and wheel turns met before `ready`, replayed by main.ts. */
-  queued: (KeyboardEvent | WheelEvent)[];
-  /** When the preview was drawn (ms since navigation start). */
-  drawnAt?: number;
-}
+import { PREVIEW_STATUS, type PreviewFrame, handoff } from './previewHandoff';
+// The test / benchmark hook (`window.__radsight`) stands from here on, `loading` until main.ts runs.
+import './testHooks';
 
 interface FirstSeries {
   root: string;
@@ -42,22 +22,16 @@ interface FirstSeries {
 type Prefetched = Promise<{ status: number; text: string }>;
 const EXPLICIT_LE = '1.2.840.10008.1.2.1';
 const DECODED = `multipart/related; type="application/octet-stream"; transfer-syntax=${EXPLICIT_LE}`;
-export const PREVIEW_STATUS = 'Image shown; loading the viewer tools…';
 
+// What the page's inline script (viewer.html) started: a classic script, so it hands over
+// through window globals (dicomweb.ts takes `__radsightPrefetch` responses by URL too).
 const w = window as unknown as {
-  __radsight?: unknown;
-  __radsightPreview?: PreviewHandoff;
   __radsightFirstSeries?: Promise<FirstSeries | undefined>;
   __radsightPrefetch?: Record<string, Prefetched>;
 };
 const params = new URLSearchParams(location.search);
-const handoff: PreviewHandoff = { frame: Promise.resolve(undefined), done: false, ready: false, queued: [] };
-w.__radsightPreview = handoff;
-// The test / benchmark hook (main.ts's ViewerState) stands here, empty, until main.ts replaces
-// it, so that reading it while the Cornerstone part loads is no TypeError.
-w.__radsight ??= { loading: true, marks: {}, errors: [], viewports: () => [], annotations: () => 0, annotationPoints: () => [] };
 
-// The viewer's keys pressed before it is ready are kept and replayed by main.ts, not lost.
+// The viewer's keys pressed before it is ready are kept and replayed (preview.ts), not lost.
 const VIEWER_KEY = /^(.|Arrow\w+|Page\w+|Home|End|Escape|F1)$/u;
 document.addEventListener(
   'keydown',

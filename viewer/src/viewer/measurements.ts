@@ -12,6 +12,7 @@ import { data } from 'dcmjs';
 import { type DicomJsonDataset, type DicomWebClient, Tag, str } from '../dicomweb';
 import { MEASUREMENT_TOOLS } from './cornerstone';
 import type { LoadedSeries, SeriesInfo } from './series';
+import { derivedKind } from './sopClasses';
 
 const { MeasurementReport } = adaptersSR.Cornerstone3D;
 
@@ -125,12 +126,13 @@ function inPatientCoordinates(a: tools.Types.Annotation): tools.Types.Annotation
 const restored = new Set<string>();
 let reports: Promise<{ sop: string; dataset: Naturalized }[]> | undefined;
 
-function loadReports(client: DicomWebClient, seriesList: SeriesInfo[], getLoaded: (uid: string) => Promise<LoadedSeries>) {
+function loadReports(client: DicomWebClient, srSeries: SeriesInfo[], getLoaded: (uid: string) => Promise<LoadedSeries>) {
   reports ??= (async () => {
     const out: { sop: string; dataset: Naturalized }[] = [];
-    for (const s of seriesList.filter((x) => x.modality === 'SR')) {
+    for (const s of srSeries) {
       const sr = await getLoaded(s.seriesUID);
       for (const inst of sr.instances) {
+        if (derivedKind(inst) !== 'sr') continue;
         const template = (inst['0040A504']?.Value?.[0] as DicomJsonDataset | undefined)?.['0040DB00']?.Value?.[0];
         if (template !== undefined && String(template) !== '1500') continue;
         const sop = str(inst, Tag.SOPInstanceUID);
@@ -148,11 +150,12 @@ function loadReports(client: DicomWebClient, seriesList: SeriesInfo[], getLoaded
  * Restore the TID 1500 measurements that reference images of `series`, and those in patient
  * coordinates (SCOORD3D, from MPR) in its Frame of Reference: Cornerstone shows the latter in
  * any view whose plane holds them (the MPR view they were drawn in, at the same position).
+ * `srSeries`: the study's series that hold structured reports (by SOP class).
  */
 export async function loadMeasurements(
   client: DicomWebClient,
   series: LoadedSeries,
-  seriesList: SeriesInfo[],
+  srSeries: SeriesInfo[],
   getLoaded: (uid: string) => Promise<LoadedSeries>,
 ): Promise<{ restored: number; inPatientCoordinates: number }> {
   const frameOfReference = str(series.instances[0], Tag.FrameOfReferenceUID);
@@ -163,7 +166,7 @@ export async function loadMeasurements(
   }
   let n = 0;
   let in3d = 0;
-  for (const { sop, dataset } of await loadReports(client, seriesList, getLoaded)) {
+  for (const { sop, dataset } of await loadReports(client, srSeries, getLoaded)) {
     const key = `${sop}|${series.seriesUID}`;
     if (restored.has(key) || restored.has(sop)) continue;
     restored.add(key);

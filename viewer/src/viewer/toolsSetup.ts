@@ -1,4 +1,4 @@
-// Cornerstone3D tools (loaded after the first image: cornerstone.ts): tool groups, mouse
+// Cornerstone3D tools (loaded after the first image: toolBinding.ts): tool groups, mouse
 // bindings, the primary tool.
 import * as tools from '@cornerstonejs/tools';
 import { MEASUREMENT_TOOLS, MPR_GROUP, PRIMARY_TOOLS, STACK_GROUP } from './cornerstone';
