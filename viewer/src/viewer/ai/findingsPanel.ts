@@ -1,29 +1,9 @@
 // The findings sidebar: the study's AI findings from GET /api/studies/{uid}/findings, each with
 // model name and version, label, probability, measurements, status, a link to its slice and
 // accept / reject buttons (POST /api/findings/{id}/decision). Rejected findings stay listed.
-export interface Finding {
-  id: number | string;
-  model: string;
-  model_version: string;
-  label: string;
-  probability: number | null;
-  positive: boolean;
-  measurements: { name: string; value: number; unit: string }[];
-  status: 'pending' | 'accepted' | 'rejected';
-  decided_by?: string;
-  decided_at?: string | null;
-  seg_sop_instance_uid?: string;
-  sr_sop_instance_uid?: string;
-  pmap_sop_instance_uid?: string;
-  location?: {
-    series_instance_uid?: string;
-    sop_instance_uid?: string;
-    frame?: number;
-    slice_index?: number;
-    bbox?: number[];
-    point?: number[];
-  };
-}
+import type { Finding } from '../../api/types';
+
+export type { Finding };
 
 export const AI_NOTICE = 'AI generated - not for clinical use';
 

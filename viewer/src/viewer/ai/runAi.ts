@@ -1,15 +1,9 @@
 // "Run AI": POST /api/studies/{uid}/ai/run, then the study's jobs (GET /api/studies/{uid}/jobs,
 // polled) with their states until every job asked for is done or failed; the caller refreshes
 // findings and overlays then. A 422 (no installed model matches) is shown as the server says it.
-export interface JobView {
-  id: number;
-  model: string;
-  version: string;
-  state: 'queued' | 'running' | 'done' | 'failed';
-  error: string;
-  attempts: number;
-  max_attempts: number;
-}
+import type { Job } from '../../api/types';
+
+export type JobView = Job;
 
 export interface RunState {
   /** What the panel's status line says ('' before any run). */
