@@ -21,12 +21,13 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from radsight.index.models import ApiToken, User
+from radsight.index.types import utcnow
 
 ROLES = ("admin", "radiologist", "technologist", "viewer")
 _N, _R, _P = 2**14, 8, 1
@@ -136,15 +137,14 @@ class Authenticator:
         row = session.scalar(select(ApiToken).where(ApiToken.token_hash == _token_hash(token)))
         if row is None:
             return None
-        expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)
-        if expires < datetime.now(UTC):
+        if row.expires_at < utcnow():
             return None
         return session.get(User, row.user_pk)
 
 
 def issue_token(session: Session, user: User, ttl_hours: int) -> str:
     token = secrets.token_urlsafe(32)
-    now = datetime.now(UTC)
+    now = utcnow()
     session.execute(delete(ApiToken).where(ApiToken.expires_at < now))
     session.add(ApiToken(token_hash=_token_hash(token), user_pk=user.id, created_at=now,
                          expires_at=now + timedelta(hours=ttl_hours)))
@@ -168,7 +168,7 @@ def add_user(session: Session, username: str, password: str, role: str) -> User:
     if existing is not None:
         raise ValueError(f"user {username!r} already exists")
     user = User(username=username, password_hash=hash_password(password), role=role,
-                created_at=datetime.now(UTC))
+                created_at=utcnow())
     session.add(user)
     session.commit()
     return user
