@@ -55,6 +55,23 @@ def dciodvfy(path: Path) -> list[str]:
     return [line for line in lines if line.startswith("Error")]
 
 
+# The installed dciodvfy (dicom3tools 2022 snapshot) predates the Label Map Segmentation SOP
+# Class (Sup 243, 2024): it finds no IOD for a label map SEG, and applies the BINARY SEG rule
+# that segment numbers start at 1 to the background segment 0 that Sup 243 allows (highdicom
+# writes it). Those two lines exactly, nothing else.
+LABELMAP_SEG_VALIDATOR_GAP = [
+    "Error - SegmentNumber not monotonically increasing from one by one - have SegmentSequence item "
+    "number 1 (from one) with SegmentNumber of 0",
+    "Error - Information Object Not found",
+]
+# The same dciodvfy does not know Label Map SEG as a segmentation class, so it refuses a segment
+# number in an SR's reference to one (once per referenced segment); nothing else.
+LABELMAP_SR_VALIDATOR_GAP = (
+    "Error - Shall not be present for Referenced SOP Class that is not segmentation - "
+    "attribute <ReferencedSegmentNumber>"
+)
+
+
 def _check_provenance(ds: pydicom.Dataset, study_uid: str, source_series: str, model: str, version: str) -> None:
     assert AI_LABEL in ds.SeriesDescription
     assert is_ai_result(modality=ds.Modality, sop_class_uid=ds.SOPClassUID, series_description=ds.SeriesDescription)
@@ -430,27 +447,13 @@ def test_labelmap_seg_setting(db_url: str, tmp_path: Path) -> None:
             source_sop_instance_uids=sop_uids, segment_numbers=[1, 2], combine_segments=True
         )
         np.testing.assert_array_equal(got, labels)  # voxel for voxel the model's argmax
-        # The installed dciodvfy (dicom3tools 2022 snapshot) predates the Label Map Segmentation
-        # SOP Class (Sup 243, 2024): it finds no IOD for it, and applies the BINARY SEG rule that
-        # segment numbers start at 1 to the background segment 0 that Sup 243 allows (highdicom
-        # writes it). Those two lines exactly, nothing else.
-        assert dciodvfy(path) == [
-            "Error - SegmentNumber not monotonically increasing from one by one - have SegmentSequence item "
-            "number 1 (from one) with SegmentNumber of 0",
-            "Error - Information Object Not found",
-        ], path.name
+        assert dciodvfy(path) == LABELMAP_SEG_VALIDATOR_GAP, path.name
         # The SR still references the segments by number in the label map SEG.
         sr = hd.sr.srread(_path_of(archive, result.sr_sop_instance_uid))
         report = sr.content
         assert isinstance(report, hd.sr.MeasurementReport)
         refs = [g.referenced_segment for g in report.get_volumetric_roi_measurement_groups()]
         assert [r.referenced_sop_instance_uid for r in refs if r] == [result.seg_sop_instance_uid] * 2
-        # The same dciodvfy does not know Label Map SEG as a segmentation class, so it refuses a
-        # segment number in a reference to one (once per label); nothing else.
-        not_segmentation = (
-            "Error - Shall not be present for Referenced SOP Class that is not segmentation - "
-            "attribute <ReferencedSegmentNumber>"
-        )
-        assert dciodvfy(_path_of(archive, result.sr_sop_instance_uid)) == [not_segmentation] * 2
+        assert dciodvfy(_path_of(archive, result.sr_sop_instance_uid)) == [LABELMAP_SR_VALIDATOR_GAP] * 2
     finally:
         archive.close()

@@ -243,3 +243,40 @@ def test_demo_data_command(tmp_path: Path, shared_data: Path) -> None:
     assert len(list((out / "cxr").glob("*.dcm"))) == 3 and len(list((out / "ct").glob("*.dcm"))) == 112
     code, text = _run("demo-data", str(out), "--shared-data", str(tmp_path / "nowhere"))
     assert code == 2 and "shared data not found" in text
+
+
+def test_train_segmentation_names_its_package_and_says_what_is_wrong(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """radsight train segmentation: a name of its own (never a shipped model's), --version, and
+    bad input refused before any work with a message about the input (no traceback)."""
+    import json
+
+    pytest.importorskip("torch")
+    pytest.importorskip("monai")
+    from radsight.ai.package import load_package
+    from radsight.ai.registry import builtin_packages
+    from radsight.train import DEFAULT_SEGMENTER_NAME
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # checkpoints and prepared volumes
+    bad_data = runner.invoke(app, ["train", "segmentation", "bogus", "--out", str(tmp_path / "x")])
+    assert bad_data.exit_code == 1 and isinstance(bad_data.exception, SystemExit)
+    assert "training data 'bogus': not synthetic:N and not a folder with imagesTr/ and labelsTr/" in " ".join(
+        bad_data.output.split()
+    )
+    bad_name = runner.invoke(app, ["train", "segmentation", "synthetic:1", "--out", str(tmp_path / "x"),
+                                   "--name", "ct organs"])
+    assert bad_name.exit_code == 2 and "--name 'ct organs': a model name is" in " ".join(bad_name.output.split())
+    assert not (tmp_path / "x").exists()
+
+    package = tmp_path / "organs"
+    result = runner.invoke(app, ["train", "segmentation", "synthetic:1", "--out", str(package), "--epochs", "1",
+                                 "--max-steps", "1", "--version", "0.2"])
+    assert result.exit_code == 0, result.output
+    meta = load_package(package).metadata
+    shipped = {load_package(p).metadata.name for p in builtin_packages()}
+    assert "ct-abdomen-organs" in shipped
+    assert (meta.name, meta.version) == (DEFAULT_SEGMENTER_NAME, "0.2") and meta.name not in shipped
+    card = json.loads((package / "model-card.json").read_text())
+    assert (card["name"], card["version"]) == (meta.name, meta.version)
+    assert f"--out organs --name {DEFAULT_SEGMENTER_NAME} --version 0.2" in card["reproduce"]

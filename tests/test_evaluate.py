@@ -179,3 +179,53 @@ def test_evaluate_refuses_a_set_without_the_models_class(tmp_path: Path) -> None
     result = CliRunner().invoke(app, ["evaluate", str(package), str(tmp_path / "data"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1
     assert "Pneumonia" in result.output
+
+
+def _labelled_pngs(root: Path) -> Path:
+    for i, (label, fraction) in enumerate([("PNEUMONIA", 0.9), ("NORMAL", 0.1), ("PNEUMONIA", 0.4), ("NORMAL", 0.6)]):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        _xray(root / label / f"{i}.png", fraction)
+    return root
+
+
+def test_evaluate_an_installed_model_by_name(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RADSIGHT_DATABASE_URL", db_url)
+    monkeypatch.delenv("RADSIGHT_HOME", raising=False)
+    monkeypatch.delenv("RADSIGHT_CONFIG", raising=False)
+    home = tmp_path / "home"
+    package = make_classification_package(tmp_path / "pkg", name="site-cls", gain=10.0, size=(64, 64))
+    data = _labelled_pngs(tmp_path / "data")
+    assert CliRunner().invoke(app, ["model", "add", str(package), "--home", str(home)]).exit_code == 0
+    # A disabled model (not yet let loose on the worklist) is exactly one to evaluate first.
+    assert CliRunner().invoke(app, ["model", "disable", "site-cls", "--home", str(home)]).exit_code == 0
+    by_name = CliRunner().invoke(app, ["evaluate", "site-cls", str(data), "--home", str(home), "--out",
+                                       str(tmp_path / "by-name"), "--resamples", "20"])
+    assert by_name.exit_code == 0, by_name.output
+    by_folder = CliRunner().invoke(app, ["evaluate", str(package), str(data), "--out", str(tmp_path / "by-folder"),
+                                         "--resamples", "20"])
+    assert by_folder.exit_code == 0, by_folder.output
+    named = json.loads((tmp_path / "by-name" / "metrics.json").read_text())
+    folder = json.loads((tmp_path / "by-folder" / "metrics.json").read_text())
+    assert named["model"]["name"] == "site-cls" and named["model"] == folder["model"]
+    assert named["metrics"] == folder["metrics"] and named["n"] == 4
+
+    unknown = CliRunner().invoke(app, ["evaluate", "other-cls", str(data), "--home", str(home)])
+    assert unknown.exit_code == 1
+    assert (f"other-cls: no such package folder, and no model of that name is installed in {home} "
+            "(installed: site-cls)") in " ".join(unknown.output.split())
+
+
+@pytest.mark.parametrize("model", ["no-such-model", "pkg.zip"])
+def test_evaluate_says_what_to_give_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: str) -> None:
+    monkeypatch.delenv("RADSIGHT_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pkg.zip").write_bytes(b"PK")
+    result = CliRunner().invoke(app, ["evaluate", model, str(_labelled_pngs(tmp_path / "data"))])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 1 and "Traceback" not in output
+    if model == "pkg.zip":
+        assert output.startswith("pkg.zip: not a package folder (unzip a .zip package, or install it with "
+                                 "`radsight model add` and evaluate it by name)")
+    else:
+        assert output.startswith("no-such-model: no such package folder; to evaluate an installed model by name, "
+                                 "give the archive with --home or RADSIGHT_HOME")

@@ -20,9 +20,11 @@ from conftest import SHARED_DATA
 from radsight.ai import inference
 from radsight.ai.package import load_package
 from radsight.ai.pipeline import run_model
+from radsight.ai.registry import builtin_packages
 from radsight.archive import Archive
 from radsight.datasets.cxr import cxr_to_dicom, pick_chest_xrays
 from radsight.index.models import Instance
+from radsight.train import DEFAULT_CLASSIFIER_NAME, DEFAULT_VERSION
 from radsight.train.data import binary_targets, discover, kermany_group, network_input, read_grey, split_by_group
 
 KERMANY = SHARED_DATA / "cxr" / "kermany224" / "train"
@@ -82,10 +84,17 @@ def test_kermany_patient_groups_and_split() -> None:
     assert np.array_equal(again[1], val_idx)  # deterministic
 
 
+def _shipped_names() -> set[str]:
+    return {load_package(p).metadata.name for p in builtin_packages()}
+
+
 def test_cli_trains_a_package_that_serving_accepts(trained: tuple[Path, Path]) -> None:
     pkg_dir, ckpt = trained
     pkg = load_package(pkg_dir)
     meta = pkg.metadata
+    # No --name: a name of its own, never a shipped model's (installed, it would replace that model).
+    assert (meta.name, meta.version) == (DEFAULT_CLASSIFIER_NAME, DEFAULT_VERSION)
+    assert "cxr-pneumonia" in _shipped_names() and meta.name not in _shipped_names()
     assert meta.task == "classification" and meta.input.size == [64, 64]
     assert meta.input.modality == ["CR", "DX"] and meta.input.body_part == ["CHEST"]
     assert [(o.name, o.kind, o.activation) for o in meta.outputs] == [
@@ -107,11 +116,52 @@ def test_cli_trains_a_package_that_serving_accepts(trained: tuple[Path, Path]) -
 
 def test_resume_continues_from_the_last_checkpoint(subset: Path, trained: tuple[Path, Path], tmp_path: Path) -> None:
     _, ckpt = trained
-    result = _train(subset, tmp_path / "pkg", ckpt, "--resume")
+    result = _train(subset, tmp_path / "pkg", ckpt, "--resume", "--name", "site-b-pneumonia", "--version", "2.0")
     assert result.exit_code == 0, result.output
     card = json.loads((tmp_path / "pkg" / "model-card.json").read_text())
     assert card["training"]["steps"] == 4  # nothing left to do: the same 4 steps, exported again
-    load_package(tmp_path / "pkg")
+    meta = load_package(tmp_path / "pkg").metadata
+    assert (meta.name, meta.version) == (card["name"], card["version"]) == ("site-b-pneumonia", "2.0")
+    assert "--name site-b-pneumonia --version 2.0" in card["reproduce"]  # the card's command makes this package
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--name", "my model", "--name 'my model': a model name is 1 to 64 letters, digits"),
+        ("--name", "-x", "--name '-x': a model name is"),
+        ("--version", "1.0.0-rc1+build.77", "--version '1.0.0-rc1+build.77': a model version is 1 to 16 characters"),
+    ],
+)
+def test_a_name_or_version_no_package_can_carry_is_refused_before_training(
+    subset: Path, tmp_path: Path, option: str, value: str, says: str
+) -> None:
+    _needs_torch()
+    result = _train(subset, tmp_path / "pkg", tmp_path / "ckpt", option, value)
+    assert result.exit_code == 2, result.output
+    assert says in " ".join(result.output.split())
+    assert not (tmp_path / "pkg").exists() and not (tmp_path / "ckpt").exists()
+
+
+def test_a_shipped_name_given_explicitly_is_allowed_with_a_note(tmp_path: Path) -> None:
+    _needs_torch()
+    result = _train(tmp_path / "no-such-data", tmp_path / "pkg", tmp_path / "ckpt", "--name", "cxr-pneumonia")
+    output = " ".join(result.output.split())
+    assert "'cxr-pneumonia' is the name of a model that ships with RadSight" in output
+    assert "radsight model add PACKAGE --replace" in output
+    assert result.exit_code == 1 and "no-such-data: no such file or folder" in output
+    assert "Traceback" not in result.output
+
+
+def test_cuda_asked_for_where_there_is_none_is_one_clear_message(tmp_path: Path) -> None:
+    _needs_torch()
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    result = _train(tmp_path, tmp_path / "pkg", tmp_path / "ckpt", "--device", "cuda")
+    assert result.exit_code == 2
+    assert "--device cuda: PyTorch sees no CUDA device here; train with --device cpu" in " ".join(result.output.split())
 
 
 def test_onnx_matches_pytorch_with_calibration_and_cam(subset: Path, tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from radsight.ai.package import Code, InputSpec, Label, Normalisation
+from radsight.train import DEFAULT_CLASSIFIER_NAME, DEFAULT_VERSION
 from radsight.train import data as datalib
 from radsight.train import evaluate as evallib
 from radsight.train.calibration import fit_calibration
@@ -72,8 +73,8 @@ class TrainConfig:
     max_steps: int | None = None
     limit: int | None = None
     positive: str = "PNEUMONIA"
-    name: str = "cxr-pneumonia"
-    version: str = "1.0.0"
+    name: str = DEFAULT_CLASSIFIER_NAME
+    version: str = DEFAULT_VERSION
     checkpoints: Path | None = None
     cache_dir: Path | None = field(default_factory=lambda: DEFAULT_CACHE / "cache")
     quiet: bool = False
@@ -162,7 +163,8 @@ def _save(path: Path, state: dict[str, Any]) -> None:
 
 
 def reproduce_command(cfg: TrainConfig) -> str:
-    parts = ["radsight", "train", "classification", cfg.data, "--out", str(cfg.out)]
+    parts = ["radsight", "train", "classification", cfg.data, "--out", str(cfg.out), "--name", cfg.name]
+    parts += ["--version", cfg.version]
     parts += ["--size", str(cfg.size), "--epochs", str(cfg.epochs), "--batch-size", str(cfg.batch_size)]
     parts += ["--lr", str(cfg.lr), "--patience", str(cfg.patience), "--val-fraction", str(cfg.val_fraction)]
     parts += ["--seed", str(cfg.seed), "--device", cfg.device]

@@ -6,16 +6,18 @@ command imports what it needs, and a missing ``radsight[train]`` extra is one cl
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from radsight.cli_common import console
-from radsight.train import TRAIN_EXTRA_HINT
+from radsight.cli_common import HomeOpt, console, open_archive
+from radsight.train import DEFAULT_CLASSIFIER_NAME, DEFAULT_SEGMENTER_NAME, DEFAULT_VERSION, TRAIN_EXTRA_HINT
 
 app = typer.Typer(help="Train model packages (needs the train extra of radsight).", no_args_is_help=True)
 
@@ -24,6 +26,9 @@ EpochsOpt = Annotated[int, typer.Option("--epochs", min=1, help="Most epochs (ea
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for the split, initialisation and augmentation")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint")]
 MaxStepsOpt = Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after this many steps (tests)")]
+VersionOpt = Annotated[str, typer.Option("--version", help="Package version")]
+NAME_RULE = "1 to 64 letters, digits, '.', '_' or '-', beginning with a letter or digit"
+VERSION_RULE = "1 to 16 characters"
 
 
 def require_train_extra(*modules: str) -> None:
@@ -35,10 +40,51 @@ def require_train_extra(*modules: str) -> None:
         raise typer.Exit(1)
 
 
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    console.print(f"[red]{escape(message)}[/red]", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
 def _check_device(device: str) -> None:
     if device not in {"cpu", "cuda"}:
-        console.print(f"[red]--device must be cpu or cuda, not {device!r}[/red]", highlight=False)
-        raise typer.Exit(2)
+        raise _fail(f"--device must be cpu or cuda, not {device!r}", 2)
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise _fail("--device cuda: PyTorch sees no CUDA device here; train with --device cpu", 2)
+
+
+def _shipped_names() -> set[str]:
+    from radsight.ai.package import METADATA_FILE
+    from radsight.ai.registry import builtin_packages
+
+    names = set()
+    for folder in builtin_packages():
+        with contextlib.suppress(OSError, ValueError):
+            names.add(str(json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))["name"]))
+    return names
+
+
+def _check_package_identity(name: str, version: str) -> None:
+    """Before any training: exit 2 if the package could not carry ``name`` / ``version``.
+
+    The rules are the package schema's own (radsight.ai.package.ModelMetadata); a shipped model's
+    name is allowed (retraining it), with a note on what installing such a package does.
+    """
+    from pydantic import TypeAdapter, ValidationError
+
+    from radsight.ai.package import ModelMetadata
+
+    for option, field, value, rule in (("--name", "name", name, NAME_RULE), ("--version", "version", version,
+                                                                              VERSION_RULE)):
+        try:
+            TypeAdapter(Annotated[str, ModelMetadata.model_fields[field]]).validate_python(value)
+        except ValidationError as exc:
+            raise _fail(f"{option} {value!r}: a model {field} is {rule}", 2) from exc
+    if name in _shipped_names():
+        console.print(f"note: {name!r} is the name of a model that ships with RadSight; installing this package "
+                      "replaces it (radsight model add PACKAGE --replace)", highlight=False, soft_wrap=True)
 
 
 @app.command("classification")
@@ -63,13 +109,16 @@ def classification(
         typer.Option("--checkpoints", help="Checkpoint folder (default ~/.cache/radsight/checkpoints/NAME)"),
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not cache decoded images")] = False,
-    name: Annotated[str, typer.Option("--name", help="Package name")] = "cxr-pneumonia",
-    version: Annotated[str, typer.Option("--version", help="Package version")] = "1.0.0",
+    name: Annotated[str, typer.Option("--name", help="Package name (not a shipped model's unless given)")] = (
+        DEFAULT_CLASSIFIER_NAME
+    ),
+    version: VersionOpt = DEFAULT_VERSION,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar")] = False,
 ) -> None:
     """Train a 2D classifier (pneumonia vs normal by default) and write a RadSight model package."""
     require_train_extra("torch", "monai", "matplotlib")
     _check_device(device)
+    _check_package_identity(name, version)
     from radsight.train.classification import TrainConfig, train
     from radsight.train.data import DataError
 
@@ -83,9 +132,8 @@ def classification(
     try:
         path = train(cfg)
     except DataError as exc:
-        console.print(f"[red]{exc}[/red]", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from exc
-    print(f"model package written to {path}")
+        raise _fail(str(exc)) from exc
+    print(f"model package {name} {version} written to {path}")
 
 
 @app.command("segmentation")
@@ -97,17 +145,58 @@ def segmentation(
     seed: SeedOpt = 0,
     resume: ResumeOpt = False,
     max_steps: MaxStepsOpt = None,
+    name: Annotated[str, typer.Option("--name", help="Package name (not a shipped model's unless given)")] = (
+        DEFAULT_SEGMENTER_NAME
+    ),
+    version: VersionOpt = DEFAULT_VERSION,
 ) -> None:
     """Train a 3D segmentation model and write a RadSight model package."""
     require_train_extra("torch", "monai")
     _check_device(device)
+    _check_package_identity(name, version)
     seg = importlib.import_module("radsight.train.segmentation")
-    path = seg.train(data, out, epochs=epochs, device=device, seed=seed, resume=resume, max_steps=max_steps)
-    print(f"model package written to {path}")
+    try:
+        seg.parse_data(data)
+    except ValueError as exc:
+        raise _fail(f"training data {exc}") from exc
+    path = seg.train(data, out, epochs=epochs, device=device, seed=seed, resume=resume, max_steps=max_steps,
+                     name=name, version=version)
+    print(f"model package {name} {version} written to {path}")
+
+
+def _package_folder(model: str, home: Path | None) -> Path:
+    """``model`` as a package folder: the folder itself, or an installed model's (enabled or not) by name."""
+    path = Path(model)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise _fail(f"{model}: not a package folder (unzip a .zip package, or install it with "
+                    "`radsight model add` and evaluate it by name)")
+    if home is None:
+        raise _fail(f"{model}: no such package folder; to evaluate an installed model by name, give the "
+                    "archive with --home or RADSIGHT_HOME")
+    if not home.is_dir():
+        raise _fail(f"no archive at {home} (--home)")
+    from radsight.ai.registry import list_models
+
+    archive = open_archive(home)
+    try:
+        with archive.db.session() as s:
+            installed = {m.name: Path(m.package_dir) for m in list_models(s)}
+    finally:
+        archive.close()
+    if model not in installed:
+        listed = ", ".join(sorted(installed)) or "none"
+        raise _fail(f"{model}: no such package folder, and no model of that name is installed in {home} "
+                    f"(installed: {listed})")
+    return installed[model]
 
 
 def evaluate(
-    model: Annotated[Path, typer.Argument(help="Model package folder")],
+    model: Annotated[
+        str,
+        typer.Argument(help="Model package folder, or the name of a model installed in the archive (--home)"),
+    ],
     data: Annotated[str, typer.Argument(help="Labelled images: class folders, a CSV, or a DICOM folder")],
     by: Annotated[
         list[str] | None,
@@ -119,6 +208,7 @@ def evaluate(
     ] = 0.05,
     resamples: Annotated[int, typer.Option("--resamples", min=10, help="Bootstrap resamples")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed")] = 2018,
+    home: HomeOpt = None,
 ) -> None:
     """Evaluate a model package on a labelled set with ONNX Runtime: metrics with 95% CIs, calibration, plots."""
     require_train_extra("matplotlib")
@@ -126,11 +216,13 @@ def evaluate(
     from radsight.train.data import DataError
     from radsight.train.evaluate import evaluate as run
 
+    folder = _package_folder(model, home)
     try:
-        report = run(model, data, out_dir=out, by=by or [], margin=margin, resamples=resamples, seed=seed)
-    except (DataError, ModelPackageError, ValueError) as exc:
-        console.print(f"[red]{exc}[/red]", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from exc
+        report = run(folder, data, out_dir=out, by=by or [], margin=margin, resamples=resamples, seed=seed)
+    except ModelPackageError as exc:
+        raise _fail(f"broken model package: {exc}") from exc
+    except (DataError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
     _print_report(report, out)
 
 

@@ -49,7 +49,17 @@ def _mapping(meta: ModelMetadata, label: Label, low: float, high: float) -> hd.p
 
 
 def _window(low: float, high: float) -> hd.VOILUTTransformation:
-    return hd.VOILUTTransformation(window_center=(low + high) / 2.0, window_width=max(high - low, 1e-6))
+    """The map's value range, low..high, onto the full display range.
+
+    LINEAR_EXACT (PS3.3 C.11.2.1.3.2): a probability's range is narrower than 1, which the LINEAR
+    function does not permit as a width, and LINEAR_EXACT maps low to black and high to white
+    exactly, as the viewers (and radsight.imaging.render without a window) draw a map.
+    """
+    return hd.VOILUTTransformation(
+        window_center=(low + high) / 2.0,
+        window_width=max(high - low, 1e-6),
+        voi_lut_function=hd.VOILUTFunctionValues.LINEAR_EXACT,
+    )
 
 
 def _description(meta: ModelMetadata, label: Label) -> str:

@@ -12,8 +12,6 @@ from radsight.train.segmentation.model import (
     CHANNELS,
     HU_HIGH,
     HU_LOW,
-    MODEL_NAME,
-    MODEL_VERSION,
     PATCH,
     SPACING,
     STRIDES,
@@ -24,6 +22,8 @@ def write_card(
     package_dir: Path,
     work_dir: Path,
     *,
+    name: str,
+    version: str,
     data: str,
     epochs: int,
     seed: int,
@@ -39,8 +39,8 @@ def write_card(
         shutil.copy(work_dir / "eval" / "metrics.png", package_dir / "metrics.png")
         plots.append("metrics.png")
     card = {
-        "name": MODEL_NAME,
-        "version": MODEL_VERSION,
+        "name": name,
+        "version": version,
         "task": "segmentation (3D CT: liver, spleen, right kidney, left kidney)",
         "summary": (
             "A 3D MONAI U-Net trained only on procedurally generated abdominal CT "
@@ -71,8 +71,9 @@ def write_card(
         ],
         "plots": plots,
         "reproduce": (
-            f"RADSIGHT_TRAIN_THREADS=1 radsight train segmentation {data} --out {MODEL_NAME} --epochs {epochs} "
-            f"--seed {seed}\nradsight evaluate {MODEL_NAME} synthetic:20 --by phase --out evaluation"
+            f"RADSIGHT_TRAIN_THREADS=1 radsight train segmentation {data} --out {package_dir.name} --name {name} "
+            f"--version {version} --epochs {epochs} --seed {seed}\n"
+            f"radsight evaluate {package_dir.name} synthetic:20 --by phase --out evaluation"
         ),
     }
     write_model_card(package_dir, card)

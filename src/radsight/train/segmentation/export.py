@@ -19,10 +19,10 @@ from radsight.ai.package import (
     load_package,
     sha256_file,
 )
-from radsight.train.segmentation.model import ANATOMICAL_STRUCTURE, MODEL_NAME, MODEL_VERSION, ORGANS, PATCH, model_spec
+from radsight.train.segmentation.model import ANATOMICAL_STRUCTURE, ORGANS, PATCH, model_spec
 
 
-def export_package(net: Any, package_dir: Path, *, atol: float = 1e-3) -> ModelPackage:
+def export_package(net: Any, package_dir: Path, *, name: str, version: str, atol: float = 1e-3) -> ModelPackage:
     """ONNX (input ``input``, output ``logits``) checked against PyTorch, then radsight-model.json."""
     import onnxruntime as ort
     import torch
@@ -55,13 +55,13 @@ def export_package(net: Any, package_dir: Path, *, atol: float = 1e-3) -> ModelP
     labels = [
         # Each organ is one connected structure: stray islands of a label are dropped at serving.
         Label(
-            index=index, name=name, category=ANATOMICAL_STRUCTURE, type=code, color=color, largest_component_only=True
+            index=index, name=organ, category=ANATOMICAL_STRUCTURE, type=code, color=color, largest_component_only=True
         )
-        for index, name, code, color in ORGANS
+        for index, organ, code, color in ORGANS
     ]
     meta = ModelMetadata(
-        name=MODEL_NAME,
-        version=MODEL_VERSION,
+        name=name,
+        version=version,
         task=Task.SEGMENTATION,
         description=(
             "Liver, spleen and kidneys on abdominal CT (any phase), a 3D MONAI U-Net trained only on "

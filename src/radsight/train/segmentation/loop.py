@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from radsight.train import synth_ct
+from radsight.train import DEFAULT_SEGMENTER_NAME, DEFAULT_VERSION, synth_ct
 from radsight.train.segmentation.card import write_card
 from radsight.train.segmentation.cases import Prepared, count_cases, model_grid_cases, parse_data, work_dirs
 from radsight.train.segmentation.evaluation import dice_per_label, evaluate
@@ -53,8 +53,11 @@ def train(
     seed: int = 0,
     resume: bool = False,
     max_steps: int | None = None,
+    name: str = DEFAULT_SEGMENTER_NAME,
+    version: str = DEFAULT_VERSION,
 ) -> Path:
-    """Train on ``data``; write the package (ONNX, metadata, model card) into ``out``; returns ``out``.
+    """Train on ``data``; write the package ``name`` ``version`` (ONNX, metadata, model card) into
+    ``out``; returns ``out``.
 
     One epoch = one random crop per training volume (two thirds centred on an organ). Validation
     (sliding window, Dice on the 3 mm grid) every ``val_every`` epochs; early stopping after 4
@@ -87,13 +90,15 @@ def train(
         run.net.load_state_dict(torch.load(ckpt_dir / "best.pt", map_location=device, weights_only=False)["model"])
     (ckpt_dir / "history.json").write_text(json.dumps(run.state["history"], indent=2) + "\n", encoding="utf-8")
 
-    export_package(run.net.cpu().eval(), out)
+    export_package(run.net.cpu().eval(), out, name=name, version=version)
     # Held-out synthetic volumes (seeds never trained on) through the serving path, for the card.
     n_eval = 20 if not isinstance(source, Path) and source[1] >= 20 else 2
     metrics = evaluate(out, f"synthetic:{n_eval}", ckpt_dir / "eval", by="phase")
     write_card(
         out,
         ckpt_dir,
+        name=name,
+        version=version,
         data=data,
         epochs=epochs,
         seed=seed,
