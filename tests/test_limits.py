@@ -173,13 +173,10 @@ def test_a_sign_off_with_a_million_decisions_is_413_not_500(server: RunningServe
 
 
 def test_a_sign_off_with_more_decisions_than_the_cap_is_refused(server: RunningServer) -> None:
-    """40,000 distinct finding ids overflowed SQLite's bound parameters (500); past the cap of
-    decisions (within the body cap) the answer names the cap and nothing is signed."""
+    """Past the cap of decisions (within the body cap) the answer names the cap and nothing is signed."""
     ds = make_ct()
     stow(server, ds)
     study = ds.StudyInstanceUID
-    r = _sign(server, study, _decisions(range(1, 40_001)))
-    assert r.status_code in (413, 422) and r.status_code != 500
     over = _sign(server, study, _decisions(range(1, MAX_DECISIONS + 2)))
     assert over.status_code == 422
     assert f"at most {MAX_DECISIONS}" in json.dumps(over.json()["detail"])
@@ -221,7 +218,7 @@ def test_a_multipart_boundary_over_70_characters_is_400_on_both_stow_paths(serve
     """RFC 2046 allows 1 to 70 characters; 300 raised python-multipart's error as a 500."""
     with server.client() as c, verified_for_a_minute(server):
         c.get("/dicomweb/studies", params={"limit": 1})
-        for boundary in ("b" * 71, "b" * 300):
+        for boundary in ("b" * 300, "b" * 71):
             for origin in ({}, {"Origin": "http://viewer.example"}):  # the fast path, the route
                 ds = make_ct()
                 body, content_type = multipart([encode(ds)], boundary)
@@ -231,6 +228,9 @@ def test_a_multipart_boundary_over_70_characters_is_400_on_both_stow_paths(serve
         ok = make_ct()
         body, content_type = multipart([encode(ok)], "b" * 70)
         assert c.post("/dicomweb/studies", content=body, headers={"Content-Type": content_type}).status_code == 200
+        form = c.post("/api/models", content=b"--" + b"b" * 300 + b"--\r\n",
+                      headers={"Content-Type": f"multipart/form-data; boundary={'b' * 300}"})
+        assert form.status_code == 400, form.status_code  # a model upload's form
 
 
 def test_a_smaller_cap_from_the_settings_holds(server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> None:
