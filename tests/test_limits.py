@@ -34,7 +34,8 @@ def encode(ds: pydicom.Dataset) -> bytes:
 
 def multipart(parts: list[bytes], boundary: str = BOUNDARY) -> tuple[bytes, str]:
     body = b"".join(f"\r\n--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + p for p in parts)
-    return body + f"\r\n--{boundary}--\r\n".encode(), f'multipart/related; type="application/dicom"; boundary={boundary}'
+    content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    return body + f"\r\n--{boundary}--\r\n".encode(), content_type
 
 
 def stow(server: RunningServer, ds: pydicom.Dataset) -> None:

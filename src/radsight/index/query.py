@@ -45,7 +45,6 @@ from sqlalchemy.orm import Session
 
 from radsight.index.models import Instance, Patient, Series, Study
 
-
 MAX_LIST_VALUES = 100
 """Most values of one list match (``a\\b``) on a pattern-matched attribute: each value is up to
 four LIKE/GLOB terms OR-ed together, and SQLite refuses an expression more than 1000 deep."""
