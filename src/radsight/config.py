@@ -141,6 +141,16 @@ class Settings(BaseSettings):
         default=0, ge=0, description="Give up (state failed) after this many tries; 0 = until delivered"
     )
 
+    # Request size limits (see radsight.api.limits; STOW-RS and model uploads: max_upload_bytes).
+    max_request_body_bytes: int = Field(
+        default=1024 * 1024, gt=0,
+        description="Largest body of a REST request (JSON, forms); larger ones are refused with 413 unread",
+    )
+    max_login_body_bytes: int = Field(
+        default=16 * 1024, gt=0,
+        description="Largest body of the unauthenticated login requests (/login, /api/auth/token)",
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,

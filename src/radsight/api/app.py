@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from radsight import __version__
 from radsight.api import (
+    limits,
     routes_admin,
     routes_auth,
     routes_findings,
@@ -29,6 +30,7 @@ def create_app(archive: Archive) -> FastAPI:
     app = FastAPI(title="RadSight", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.archive = archive
     app.state.authenticator = Authenticator()
+    app.add_middleware(limits.BodyLimit, settings=archive.settings)  # inside CORS: its 413s get CORS headers
     if archive.settings.cors_origins:
         # Middleware, so that pre-flight OPTIONS requests are answered without credentials;
         # the requests themselves still authenticate (Basic or Bearer header, no cookies).

@@ -87,8 +87,12 @@ class ModelDetail(ModelOut):
     model_card: str | None = Field(description="The package's model card (Markdown), if it has one")
 
 
+MAX_RULES = 1000
+"""Most stored routing rules (each is checked against every stable series)."""
+
+
 class RulesIn(BaseModel):
-    rules: list[RoutingRule]
+    rules: list[RoutingRule] = Field(max_length=MAX_RULES)
 
 
 class RulesOut(RulesIn):
@@ -201,8 +205,12 @@ class Decision(BaseModel):
     status: Literal["accepted", "rejected"]
 
 
+MAX_DECISIONS = 1000
+"""Most decisions one sign-off carries (a study's AI findings are a few per model run)."""
+
+
 class SignRequest(BaseModel):
-    decisions: list[Decision] = []
+    decisions: list[Decision] = Field(default=[], max_length=MAX_DECISIONS)
 
 
 class OrderPriorityRequest(BaseModel):

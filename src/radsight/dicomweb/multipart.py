@@ -3,7 +3,8 @@
 Parts come from stored files (streamed in large reads, several small files batched into
 one write), from bytes, or from a function called only when the stream reaches the part
 (transcoding one instance at a time, never a whole study in memory). Also the parsing of
-Accept header values with their ``type`` and ``transfer-syntax`` parameters.
+Accept header values with their ``type`` and ``transfer-syntax`` parameters, and the check of
+a received body's boundary.
 """
 
 from __future__ import annotations
@@ -120,6 +121,19 @@ def _read_exactly(fh: BinaryIO, view: memoryview, key: str) -> None:
         if not n:
             raise OSError(f"stored object {key} is shorter than indexed")
         pos += n
+
+
+MAX_BOUNDARY_LENGTH = 70
+"""RFC 2046 5.1.1: a boundary is 1 to 70 characters."""
+
+
+def boundary_error(boundary: str) -> str | None:
+    """Why a received multipart body's boundary is refused, None if it is acceptable."""
+    if len(boundary) > MAX_BOUNDARY_LENGTH:
+        return (
+            f"the multipart boundary has {len(boundary)} characters; RFC 2046 allows at most {MAX_BOUNDARY_LENGTH}"
+        )
+    return None
 
 
 # -- Accept header ---------------------------------------------------------------

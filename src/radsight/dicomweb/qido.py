@@ -44,6 +44,8 @@ router = APIRouter()
 DICOM_JSON = "application/dicom+json"
 MAX_RESULTS = 10_000
 """Most results one response carries (a larger ``limit`` is lowered to it, with a Warning)."""
+MAX_OFFSET = 2**63 - 1
+"""Largest ``offset``: SQL's OFFSET is a signed 64-bit integer on SQLite and PostgreSQL."""
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _CONTROL_PARAMS = {"includefield", "fuzzymatching", "limit", "offset", "accept", "charset", "orderby"}
@@ -55,7 +57,7 @@ def _bad(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_400_BAD_REQUEST, detail)
 
 
-def _int_param(name: str, value: str | None, minimum: int) -> int | None:
+def _int_param(name: str, value: str | None, minimum: int, maximum: int | None = None) -> int | None:
     if value is None:
         return None
     try:
@@ -64,6 +66,8 @@ def _int_param(name: str, value: str | None, minimum: int) -> int | None:
         raise _bad(f"{name} must be an integer, not {value!r}") from None
     if number < minimum:
         raise _bad(f"{name} must be at least {minimum}")
+    if maximum is not None and number > maximum:
+        raise _bad(f"{name} must be at most {maximum}")
     return number
 
 
@@ -119,7 +123,7 @@ class _Query:
                 "The fuzzymatching parameter is not supported. Only literal matching has been performed."
             )
         self.limit = _int_param("limit", single.pop("limit", None), 1)
-        self.offset = _int_param("offset", single.pop("offset", None), 0) or 0
+        self.offset = _int_param("offset", single.pop("offset", None), 0, MAX_OFFSET) or 0
         single.pop("accept", None)
         single.pop("charset", None)
         # ``orderby`` is not in PS3.18; dcm4chee-arc offers it under this name (comma-separated

@@ -44,6 +44,7 @@ from starlette.types import Scope
 
 from radsight.api.deps import ArchiveDep
 from radsight.archive import Archive
+from radsight.dicomweb.multipart import boundary_error
 from radsight.ingest.errors import Reason
 from radsight.ingest.events import IngestResult, Outcome
 
@@ -304,6 +305,8 @@ async def _receive(request: Request, archive: Archive, study: str | None) -> lis
         boundary = params.get("boundary")
         if not boundary:
             raise _BadRequest(status.HTTP_400_BAD_REQUEST, "multipart/related Content-Type without a boundary")
+        if (refused := boundary_error(boundary)) is not None:
+            raise _BadRequest(status.HTTP_400_BAD_REQUEST, refused)
     else:
         raise _BadRequest(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,

@@ -89,14 +89,33 @@ def frame_plan(ranges: list[MediaRange], stored: str) -> FramePlan | None:
     return None
 
 
+MAX_FRAME_NUMBERS = 1000
+"""Most frames one frames request names; larger sets go out through the instance or its bulk data."""
+
+
 def parse_frame_list(text: str, frames: int | None = None) -> list[int]:
-    """1-based frame numbers from "1,3,5": 400 when malformed, 404 when out of range."""
+    """1-based frame numbers from "1,3,5", each at most once: 400 when malformed, repeated or more
+    than MAX_FRAME_NUMBERS, 404 when out of range."""
+    pieces = text.split(",")
+    if len(pieces) > MAX_FRAME_NUMBERS:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            f"the frame list names {len(pieces)} frames; a request names at most {MAX_FRAME_NUMBERS}",
+        )
     numbers: list[int] = []
-    for piece in text.split(","):
+    seen: set[int] = set()
+    for piece in pieces:
         piece = piece.strip()
-        if not piece.isdigit() or int(piece) < 1:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, f"frame list {text!r}: frame numbers are integers >= 1")
-        numbers.append(int(piece))
+        # ASCII digits within int()'s default limit of 4300 (it refuses "²" and longer numbers).
+        if not (piece.isascii() and piece.isdigit() and len(piece) <= 4300) or int(piece) < 1:
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST, f"frame list {text[:80]!r}: frame numbers are integers >= 1"
+            )
+        number = int(piece)
+        if number in seen:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, f"frame {number} is asked for more than once")
+        seen.add(number)
+        numbers.append(number)
     if frames is not None:
         bad = [n for n in numbers if n > frames]
         if bad:

@@ -45,6 +45,12 @@ from sqlalchemy.orm import Session
 
 from radsight.index.models import Instance, Patient, Series, Study
 
+MAX_LIST_VALUES = 100
+"""Most values of one list match (``a\\b``) on a pattern-matched attribute: each value is up to
+four LIKE/GLOB terms OR-ed together, and SQLite refuses an expression more than 1000 deep."""
+MAX_UID_LIST_VALUES = 1000
+"""Most values of a list match on UIDs and integers (one ``IN`` of bound parameters)."""
+
 
 class QueryLevel(StrEnum):
     PATIENT = "PATIENT"
@@ -346,6 +352,9 @@ class _Matcher:
         if value in ("", "*"):
             return None
         values = [v.strip(" \x00") for v in value.split("\\")]
+        cap = MAX_UID_LIST_VALUES if attr.kind in (Kind.UID, Kind.INT) else MAX_LIST_VALUES
+        if len(values) > cap:
+            raise InvalidMatchValue(f"{attr.keyword}: {len(values)} values; a list match holds at most {cap}")
         if attr.kind is Kind.DATE or attr.kind is Kind.TIME:
             return or_(*(self.range(attr, v) for v in values))
         if attr.kind is Kind.UID:
@@ -546,6 +555,8 @@ def keyword_for(key: str) -> str:
 
 __all__ = [
     "DEFAULT_KEYS",
+    "MAX_LIST_VALUES",
+    "MAX_UID_LIST_VALUES",
     "InvalidMatchValue",
     "QueryError",
     "QueryLevel",
