@@ -141,6 +141,18 @@ class Settings(BaseSettings):
         default=0, ge=0, description="Give up (state failed) after this many tries; 0 = until delivered"
     )
 
+    # ZIP archives from outside (`radsight import`, model packages): checked before extraction (ZIP bombs).
+    zip_max_total_bytes: int = Field(
+        default=64 * 1024**3, gt=0, description="Largest total uncompressed size of one ZIP archive"
+    )
+    zip_max_member_bytes: int = Field(
+        default=4 * 1024**3, gt=0, description="Largest uncompressed size of one member of a ZIP archive"
+    )
+    zip_max_ratio: float = Field(
+        default=200.0, gt=1,
+        description="Largest compression ratio (uncompressed / compressed) of a ZIP member over 1 MiB",
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,
