@@ -12,7 +12,7 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
     from radsight.config import Settings
@@ -60,7 +60,7 @@ class ZipLimits:
                     f" more than the limit of {self.max_ratio:.0f}:1 (zip_max_ratio): a ZIP bomb?"
                 )
 
-    def copy_member(self, src: BinaryIO, info: zipfile.ZipInfo, dest: Path, head: bytes = b"") -> int:
+    def copy_member(self, src: IO[bytes], info: zipfile.ZipInfo, dest: Path, head: bytes = b"") -> int:
         """Write ``head`` (bytes already read from ``src``) and the rest of ``src`` to ``dest``
         (created 0600), refusing once more than the member's declared size arrives; ``dest``
         is removed on any failure. Returns the bytes written."""
