@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from tests.ai_testmodels import make_segmentation_package
 from tests.conftest import ADMIN_PASSWORD, ADMIN_USER, RunningServer, make_settings, start_server
 from tests.dicom_factory import make_ct
+from tests.test_ai_registry import zip_folder
 
 from radsight.ai.package import METADATA_FILE, WEIGHTS_FILE, ModelMetadata, ModelPackageError, sha256_file
 from radsight.ai.registry import install, package_dir_inside
@@ -116,14 +117,6 @@ def test_cli_refuses_traversal_and_touches_nothing_outside(tmp_path: Path, db_ur
     assert _installed(home) == []
 
 
-def _zip_bytes(folder: Path) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for p in sorted(folder.iterdir()):
-            zf.write(p, p.name)
-    return buf.getvalue()
-
-
 def test_rest_refuses_traversal_with_422(server: RunningServer, tmp_path: Path) -> None:
     home = server.archive.settings.home
     pkg = _package_with(tmp_path, "evil", version="/../../../x")
@@ -132,10 +125,12 @@ def test_rest_refuses_traversal_with_422(server: RunningServer, tmp_path: Path) 
     (victim / "keep.txt").write_text("precious")
     before = _beside_home(home.parent)
     with server.client() as c:
-        r = c.post("/api/models", content=_zip_bytes(pkg), headers={"content-type": "application/zip"})
+        r = c.post("/api/models", content=zip_folder(pkg, tmp_path / "evil.zip", top_dir=False).read_bytes(),
+                   headers={"content-type": "application/zip"})
         assert r.status_code == 422 and "version" in r.json()["detail"], r.text
         named = _package_with(tmp_path, "evil-name", name="../x")
-        r = c.post("/api/models", content=_zip_bytes(named), headers={"content-type": "application/zip"})
+        r = c.post("/api/models", content=zip_folder(named, tmp_path / "named.zip", top_dir=False).read_bytes(),
+                   headers={"content-type": "application/zip"})
         assert r.status_code == 422 and "name" in r.json()["detail"], r.text
     assert (victim / "keep.txt").read_text() == "precious"
     assert _beside_home(home.parent) == before
