@@ -6,6 +6,7 @@ process never share state; ``radsight.wiring`` subscribes the worklist to both."
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 
 from radsight.ai.hooks import AIHooks
@@ -18,6 +19,15 @@ from radsight.storage.filesystem import FileSystemStorage
 log = logging.getLogger(__name__)
 
 
+def restrict_umask() -> None:
+    """Every file this process creates from now on is readable by its user only (0600, folders
+    0700), whichever module or library creates it (storage, spools, SQLite's -wal/-shm, AI
+    results, model copies, exports): the archive holds patient data. Stricter bits already
+    set are kept. Set once per process, here, because every process that touches an archive
+    (``serve``, its HTTP and AI worker processes, every CLI command) opens it first."""
+    os.umask(os.umask(0o077) | 0o077)
+
+
 @dataclass
 class Archive:
     settings: Settings
@@ -28,7 +38,9 @@ class Archive:
 
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = True) -> Archive:
-        settings.home.mkdir(parents=True, exist_ok=True)
+        restrict_umask()
+        settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(settings.home, 0o700)  # also a home made by an earlier version
         db = Database(settings.resolved_database_url)
         if migrate:
             db.migrate()

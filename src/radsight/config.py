@@ -150,6 +150,17 @@ class Settings(BaseSettings):
         default=16 * 1024, gt=0,
         description="Largest body of the unauthenticated login requests (/login, /api/auth/token)",
     )
+    # ZIP archives from outside (`radsight import`, model packages): checked before extraction (ZIP bombs).
+    zip_max_total_bytes: int = Field(
+        default=64 * 1024**3, gt=0, description="Largest total uncompressed size of one ZIP archive"
+    )
+    zip_max_member_bytes: int = Field(
+        default=4 * 1024**3, gt=0, description="Largest uncompressed size of one member of a ZIP archive"
+    )
+    zip_max_ratio: float = Field(
+        default=200.0, gt=1,
+        description="Largest compression ratio (uncompressed / compressed) of a ZIP member over 1 MiB",
+    )
 
     @classmethod
     def settings_customise_sources(

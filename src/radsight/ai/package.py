@@ -25,6 +25,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from radsight.safe_zip import ZipLimitError, ZipLimits
+
 METADATA_FILE = "radsight-model.json"
 WEIGHTS_FILE = "model.onnx"
 CARD_FILE = "model-card.md"
@@ -134,10 +136,16 @@ class Output(BaseModel):
 DETECTION_KINDS = ("boxes", "scores", "labels")
 
 
+# A model's name and version become one folder name under the models folder
+# (``<name>-<version>-<sha8>``) and a URL path segment: safe identifiers, no '/' and no '..'.
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+MODEL_VERSION_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,31}$"
+
+
 class ModelMetadata(BaseModel):
     schema_version: Literal[1] = 1
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-    version: str = Field(min_length=1, max_length=16)
+    name: str = Field(pattern=MODEL_NAME_PATTERN)
+    version: str = Field(pattern=MODEL_VERSION_PATTERN)
     task: Task
     description: str = ""
     intended_use: str = Field(min_length=1)
@@ -147,6 +155,13 @@ class ModelMetadata(BaseModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of model.onnx")
     manufacturer: str = "RadSight"
     not_for_clinical_use: bool = True
+
+    @field_validator("name", "version")
+    @classmethod
+    def _no_parent_reference(cls, v: str) -> str:
+        if ".." in v:
+            raise ValueError(f"{v!r} contains '..': names and versions become folder names")
+        return v
 
     @model_validator(mode="after")
     def _labels_unique(self) -> ModelMetadata:
@@ -274,19 +289,34 @@ def _check_onnx_io(pkg: ModelPackage) -> None:
             )
 
 
-def unpack_package(archive: Path) -> Path:
-    """Unpack a .zip package to a temporary folder (caller moves or removes it)."""
+def unpack_package(archive: Path, limits: ZipLimits) -> Path:
+    """Unpack a .zip package to a temporary folder (caller moves or removes it); sizes and
+    compression ratios are checked against ``limits`` before anything is extracted."""
     dest = Path(tempfile.mkdtemp(prefix="radsight-model-"))
+    root = dest.resolve()
     try:
         with zipfile.ZipFile(archive) as zf:
+            limits.check_archive(zf)
             for info in zf.infolist():
                 target = (dest / info.filename).resolve()
-                if not str(target).startswith(str(dest.resolve())):
+                if not target.is_relative_to(root):
                     raise ModelPackageError(f"{archive.name}: entry {info.filename!r} escapes the package folder")
-            zf.extractall(dest)
-    except zipfile.BadZipFile as exc:
+                limits.check_member(info)
+            for info in zf.infolist():
+                target = dest / info.filename
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src:
+                    limits.copy_member(src, info, target)
+    except (zipfile.BadZipFile, ZipLimitError) as exc:
         shutil.rmtree(dest, ignore_errors=True)
-        raise ModelPackageError(f"{archive.name}: not a valid ZIP file: {exc}") from exc
+        what = "not a valid ZIP file" if isinstance(exc, zipfile.BadZipFile) else "refused"
+        raise ModelPackageError(f"{archive.name}: {what}: {exc}") from exc
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
     entries = [p for p in dest.iterdir()]
     # A zip of the folder itself (one top-level directory) or of its contents.
     if len(entries) == 1 and entries[0].is_dir():

@@ -15,7 +15,6 @@ import shutil
 import tempfile
 import threading
 import uuid
-import zipfile
 from pathlib import Path
 
 from sqlalchemy import select
@@ -26,11 +25,9 @@ from radsight.ai.package import ModelMetadata, ModelPackage, ModelPackageError, 
 from radsight.archive import Archive
 from radsight.index.models import AIModel
 from radsight.index.types import utcnow
+from radsight.safe_zip import ZipLimits
 
 log = logging.getLogger(__name__)
-
-# A .zip whose entries unpack to more than this is refused before unpacking (ZIP bombs).
-MAX_UNPACKED_BYTES = 8 * 1024**3
 
 _cache: dict[tuple[str, str], ModelPackage] = {}
 _cache_lock = threading.Lock()
@@ -38,6 +35,15 @@ _cache_lock = threading.Lock()
 
 def models_dir(archive: Archive) -> Path:
     return (archive.settings.home / "models").resolve()
+
+
+def package_dir_inside(models: Path, path: Path) -> Path:
+    """``path`` resolved, if it is a folder directly inside ``models``; ModelPackageError
+    otherwise. Every folder the registry creates, replaces or removes passes here first."""
+    resolved = path.resolve()
+    if resolved.parent != models.resolve() or resolved.name.startswith("."):
+        raise ModelPackageError(f"{path}: not a package folder inside the models folder {models}; left alone")
+    return resolved
 
 
 def package_metadata(model: AIModel) -> ModelMetadata:
@@ -59,24 +65,21 @@ def list_models(session: Session) -> list[AIModel]:
     return list(session.scalars(select(AIModel).order_by(AIModel.name)))
 
 
-def _unpack(source: Path) -> tuple[Path, Path]:
+def _unpack(archive: Archive, source: Path) -> tuple[Path, Path]:
     """(package folder, temporary root to remove afterwards) for a .zip."""
-    try:
-        with zipfile.ZipFile(source) as zf:
-            total = sum(i.file_size for i in zf.infolist())
-    except zipfile.BadZipFile as exc:
-        raise ModelPackageError(f"{source.name}: not a valid ZIP file: {exc}") from exc
-    if total > MAX_UNPACKED_BYTES:
-        raise ModelPackageError(f"{source.name}: unpacks to {total} bytes, more than {MAX_UNPACKED_BYTES}")
-    folder = unpack_package(source)
+    folder = unpack_package(source, ZipLimits.from_settings(archive.settings))
     tmp_root = Path(tempfile.gettempdir()).resolve()
     root = folder if folder.resolve().parent == tmp_root else folder.parent
     return folder, root
 
 
-def _fsync_tree(root: Path) -> None:
+def _seal_tree(root: Path) -> None:
+    """Make the copy private (0600 files, 0700 folders: copytree copies the source's modes)
+    and durable."""
     for dirpath, _dirs, files in os.walk(root):
+        os.chmod(dirpath, 0o700)
         for f in files:
+            os.chmod(Path(dirpath) / f, 0o600)
             with open(Path(dirpath) / f, "rb") as fh:
                 os.fsync(fh.fileno())
         fd = os.open(dirpath, os.O_RDONLY)
@@ -86,8 +89,10 @@ def _fsync_tree(root: Path) -> None:
             os.close(fd)
 
 
-def _copy_into_place(pkg: ModelPackage, dest: Path) -> None:
-    """Copy the package to ``dest`` atomically; an existing ``dest`` with the same weights is kept."""
+def _copy_into_place(archive: Archive, pkg: ModelPackage, dest: Path) -> None:
+    """Copy the package to ``dest`` (a folder inside the models folder) atomically; an existing
+    ``dest`` with the same weights is kept."""
+    dest = package_dir_inside(models_dir(archive), dest)
     if dest.is_dir():
         try:
             existing = load_package(dest, check_onnx=False)
@@ -96,12 +101,12 @@ def _copy_into_place(pkg: ModelPackage, dest: Path) -> None:
         except ModelPackageError:
             pass
         shutil.rmtree(dest)  # a damaged leftover (e.g. tampered) is replaced by the verified copy
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = dest.parent / f".tmp-{uuid.uuid4().hex}"
     try:
         shutil.copytree(pkg.path, tmp)
         load_package(tmp, check_onnx=False)  # the copy is what runs: verify its SHA-256 again
-        _fsync_tree(tmp)
+        _seal_tree(tmp)
         try:
             os.rename(tmp, dest)
         except OSError:
@@ -127,7 +132,7 @@ def install(archive: Archive, source: Path, *, replace: bool = False) -> AIModel
     tmp_root: Path | None = None
     folder = source
     if source.is_file():
-        folder, tmp_root = _unpack(source)
+        folder, tmp_root = _unpack(archive, source)
     try:
         pkg = load_package(folder)
         return _install_loaded(archive, pkg, replace=replace)
@@ -143,7 +148,7 @@ def _install_loaded(archive: Archive, pkg: ModelPackage, *, replace: bool) -> AI
         row = s.scalars(select(AIModel).where(AIModel.name == meta.name)).one_or_none()
         if row is not None and row.version == meta.version and row.sha256 == meta.sha256:
             if not Path(row.package_dir).is_dir():  # repair a package folder removed by hand
-                _copy_into_place(pkg, Path(row.package_dir))
+                _copy_into_place(archive, pkg, Path(row.package_dir))
             return row
         if row is not None and not replace:
             what = (f"version {row.version}" if row.version != meta.version
@@ -152,7 +157,7 @@ def _install_loaded(archive: Archive, pkg: ModelPackage, *, replace: bool) -> AI
                 f"model {meta.name!r} {what} is installed; installing version {meta.version}"
                 f" (SHA-256 {meta.sha256[:8]}) needs replace (--replace, or ?replace=true)"
             )
-        _copy_into_place(pkg, dest)
+        _copy_into_place(archive, pkg, dest)
         old_dir = Path(row.package_dir) if row is not None else None
         if row is None:
             row = AIModel(name=meta.name)
@@ -173,9 +178,17 @@ def _install_loaded(archive: Archive, pkg: ModelPackage, *, replace: bool) -> AI
                 return other  # the same package: idempotent (dest is theirs too; keep it)
             raise ValueError(f"model {meta.name!r} was installed concurrently; try again") from exc
     if old_dir is not None and old_dir != dest:
-        shutil.rmtree(old_dir, ignore_errors=True)
+        _remove_package_dir(archive, old_dir)
     log.info("installed model %s %s (%s) in %s", meta.name, meta.version, meta.sha256[:8], dest)
     return row
+
+
+def _remove_package_dir(archive: Archive, path: Path) -> None:
+    """Remove an installed package's folder; only folders inside the models folder are ours."""
+    try:
+        shutil.rmtree(package_dir_inside(models_dir(archive), path), ignore_errors=True)
+    except ModelPackageError as exc:
+        log.warning("%s", exc)
 
 
 def remove(archive: Archive, name: str) -> bool:
@@ -190,9 +203,7 @@ def remove(archive: Archive, name: str) -> bool:
     with _cache_lock:
         for key in [k for k in _cache if k[1] == str(package_dir)]:
             del _cache[key]
-    # Only folders inside the models folder are ours to delete.
-    if package_dir.resolve().parent == models_dir(archive):
-        shutil.rmtree(package_dir, ignore_errors=True)
+    _remove_package_dir(archive, package_dir)
     log.info("removed model %s", name)
     return True
 
@@ -299,7 +310,7 @@ def install_builtin(archive: Archive, source: Path | None = None) -> list[str]:
         record[meta.name] = {"version": meta.version, "sha256": meta.sha256}
         changed.append(meta.name)
     if changed:
-        record_path.parent.mkdir(parents=True, exist_ok=True)
+        record_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = record_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
         os.replace(tmp, record_path)

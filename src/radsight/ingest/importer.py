@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -13,10 +12,12 @@ from pathlib import Path
 import pydicom
 from pydicom.uid import generate_uid
 
-from radsight.ingest.errors import Reason
+from radsight.ingest.errors import IngestError, Reason
 from radsight.ingest.events import IngestResult, Outcome
-from radsight.ingest.parse import MEDIA_STORAGE_DIRECTORY
+from radsight.ingest.parse import MEDIA_STORAGE_DIRECTORY, _missing_preamble
+from radsight.ingest.part10 import PART10_PREFIX_LENGTH
 from radsight.ingest.service import IngestService
+from radsight.safe_zip import ZipLimitError, ZipLimits
 
 _SKIP_SUFFIXES = {".txt", ".md", ".json", ".csv", ".xml", ".html", ".py", ".gz", ".nii", ".png", ".jpg", ".jpeg"}
 
@@ -40,22 +41,43 @@ class ImportItem:
     cleanup: bool = False
 
 
-def _iter_zip(zpath: Path, spool: Path) -> Iterator[ImportItem]:
+@dataclass(frozen=True)
+class Refused:
+    """A source refused before ingest (a ZIP archive over a limit), with the reason."""
+
+    name: str
+    why: str
+
+
+def _iter_zip(zpath: Path, spool: Path, limits: ZipLimits) -> Iterator[ImportItem | Refused]:
     with zipfile.ZipFile(zpath) as zf:
+        try:
+            limits.check_archive(zf)
+        except ZipLimitError as exc:
+            yield Refused(str(zpath), f"ZIP archive refused, nothing extracted: {exc}")
+            return
         for info in zf.infolist():
             if info.is_dir():
                 continue
 
             def extract(info: zipfile.ZipInfo = info) -> Path:
                 dest = spool / f"zip-{os.getpid()}-{id(info)}.part"
-                with zf.open(info) as src, open(dest, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1024 * 1024)
+                try:
+                    limits.check_member(info)
+                    with zf.open(info) as src:
+                        head = src.read(PART10_PREFIX_LENGTH)  # what is not DICOM is never extracted
+                        _missing_preamble(head, info.file_size)
+                        limits.copy_member(src, info, dest, head)
+                except ZipLimitError as exc:
+                    raise IngestError(Reason.TOO_LARGE, f"ZIP member refused, not extracted: {exc}") from exc
                 return dest
 
             yield ImportItem(f"{zpath}!{info.filename}", extract, cleanup=True)
 
 
-def iter_sources(paths: list[Path], spool: Path) -> Iterator[ImportItem | tuple[str, str]]:
+def iter_sources(
+    paths: list[Path], spool: Path, limits: ZipLimits
+) -> Iterator[ImportItem | Refused | tuple[str, str]]:
     """Every candidate file under ``paths``; yields (name, why) for what is skipped."""
     for root in paths:
         if root.is_dir():
@@ -68,7 +90,7 @@ def iter_sources(paths: list[Path], spool: Path) -> Iterator[ImportItem | tuple[
         for f in files:
             if f.suffix.lower() == ".zip" or (f.suffix == "" and zipfile.is_zipfile(f) and _not_dicom(f)):
                 try:
-                    yield from _iter_zip(f, spool)
+                    yield from _iter_zip(f, spool, limits)
                 except zipfile.BadZipFile as exc:
                     yield (str(f), f"bad ZIP archive: {exc}")
                 continue
@@ -141,13 +163,23 @@ def import_paths(
     returned, i.e. once an acknowledged instance is durable (stored and indexed)."""
     summary = ImportSummary()
     spool = ingest.storage.spool_dir()
-    for item in iter_sources(paths, spool):
+    for item in iter_sources(paths, spool, ZipLimits.from_settings(ingest.settings)):
         if isinstance(item, tuple):
             summary.skipped.append(item)
             summary.counts["skipped"] += 1
             continue
+        if isinstance(item, Refused):
+            summary.refused.append((item.name, item.why))
+            summary.counts["refused"] += 1
+            continue
         try:
             path = item.open_path()
+        except IngestError as exc:  # a ZIP member refused before it was extracted
+            result = IngestResult(Outcome.REFUSED, reason=exc.reason, message=exc.message)
+            summary.add(item.name, result)
+            if on_result is not None:
+                on_result(item.name, result)
+            continue
         except (OSError, zipfile.BadZipFile) as exc:
             summary.refused.append((item.name, f"cannot read: {exc}"))
             summary.counts["refused"] += 1

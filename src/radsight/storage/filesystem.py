@@ -13,6 +13,7 @@ from typing import BinaryIO
 from radsight.storage.base import StorageError
 
 _SUFFIX = ".dcm"
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
 
 
 def _fsync_dir(path: str | Path) -> None:
@@ -34,7 +35,7 @@ def _make_dirs_durable(path: Path) -> None:
         p = p.parent
     for d in reversed(missing):
         with contextlib.suppress(FileExistsError):  # another thread made it meanwhile
-            d.mkdir()
+            d.mkdir(mode=0o700)
         _fsync_dir(d.parent)
 
 
@@ -77,7 +78,12 @@ class FileSystemStorage:
         self.root = Path(root)
         self._tmp_root = self.root / "tmp"
         self._tmp = self._tmp_root / f"proc-{uuid.uuid4().hex}"
-        self._tmp.mkdir(parents=True, exist_ok=True)
+        # Patient data: the folders 0700 and every object 0600, whatever the process umask.
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        self._tmp_root.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(self._tmp_root, 0o700)
+        self._tmp.mkdir(mode=0o700)
         self._tmp_resolved = self._tmp.resolve()
         self._root_str, self._tmp_str = str(self.root), str(self._tmp)
         self._today = (-1, "")
@@ -156,7 +162,7 @@ class FileSystemStorage:
         else:
             tmp = self._tmp / f"{name}.part"
             try:
-                with open(source, "rb") as src, open(tmp, "wb") as dst:
+                with open(source, "rb") as src, open(os.open(tmp, _NEW_FILE, 0o600), "wb") as dst:
                     shutil.copyfileobj(src, dst, 1024 * 1024)
                     dst.flush()
                     os.fsync(dst.fileno())
@@ -181,7 +187,7 @@ class FileSystemStorage:
         dest = f"{folder}/{name}{_SUFFIX}"
         tmp = f"{self._tmp_str}/{name}.part"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(tmp, _NEW_FILE, 0o600)
             try:
                 view = memoryview(data)
                 while view:
