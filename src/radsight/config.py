@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, HttpUrl
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -139,6 +139,14 @@ class Settings(BaseSettings):
     alert_retry_max_seconds: float = Field(default=600.0, gt=0, description="Longest wait between webhook tries")
     alert_webhook_max_attempts: int = Field(
         default=0, ge=0, description="Give up (state failed) after this many tries; 0 = until delivered"
+    )
+
+    # Web security (radsight.api.headers, radsight.api.security.check_origin, STOW-RS RetrieveURLs).
+    public_url: HttpUrl | None = Field(
+        default=None,
+        description="The server's URL as browsers and DICOMweb clients reach it (e.g. https://pacs.example.org "
+        "behind a reverse proxy): STOW-RS RetrieveURLs start with it (unset: root-relative URLs, never "
+        "the request's Host header) and its origin may send cookie-authenticated changes",
     )
 
     @classmethod
