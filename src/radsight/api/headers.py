@@ -4,8 +4,10 @@ out without them.
 
 - ``Content-Security-Policy``: only this server's own scripts, styles, workers and connections;
   the inline scripts and style elements of the built pages by their SHA-256 hash (never
-  ``'unsafe-inline'`` for them); ``'wasm-unsafe-eval'`` because Cornerstone's image codecs (JPEG, JPEG-LS, JPEG 2000,
-  HTJ2K) are WebAssembly; images also from ``data:`` (styles' icons) and ``blob:`` (the
+  ``'unsafe-inline'`` for them); ``'wasm-unsafe-eval'`` because Cornerstone's image codecs
+  (JPEG, JPEG-LS, JPEG 2000, HTJ2K) are WebAssembly; ``'unsafe-eval'`` because ndarray (under
+  dcmjs's SEG reader, the viewer's path for SEGs its worker does not read) compiles its array
+  classes from strings; images also from ``data:`` (styles' icons) and ``blob:`` (the
   measurement tools' cursors); style attributes allowed (``style-src-attr``: the annotation
   labels' SVG sets one), style sheets only from this server; no plugins, no ``<base>``, forms
   only to this server, and no framing (``frame-ancestors 'none'``).
@@ -35,7 +37,9 @@ CSP = "content-security-policy"
 
 _DIRECTIVES: dict[str, tuple[str, ...]] = {
     "default-src": ("'self'",),
-    "script-src": ("'self'", "'wasm-unsafe-eval'"),
+    # 'unsafe-eval': the viewer's SEG adapter path (dcmjs, through ndarray) compiles code with
+    # ``new Function``; inline scripts stay refused.
+    "script-src": ("'self'", "'wasm-unsafe-eval'", "'unsafe-eval'"),
     "style-src": ("'self'",),
     "style-src-attr": ("'unsafe-inline'",),
     "img-src": ("'self'", "data:", "blob:"),
