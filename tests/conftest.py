@@ -104,7 +104,7 @@ class RunningServer:
     password: str = ADMIN_PASSWORD
     ai_engine: object | None = None
     worklist_listener: Any = None  # wiring.subscribe's listener (WorklistTasks flushes it)
-    asgi: Any = None  # what uvicorn runs: the DicomWebFastPath around the application
+    asgi: Any = None  # the DicomWebFastPath around the application (inside the security headers)
 
     @property
     def dicomweb(self) -> str:
@@ -137,10 +137,9 @@ def start_server(
     import uvicorn
 
     from radsight import wiring
-    from radsight.api.app import create_app
     from radsight.api.auth import add_user
-    from radsight.dicomweb.fastpath import DicomWebFastPath
     from radsight.dimse.scp import DicomServer
+    from radsight.http_server import uvicorn_config
 
     http_port, dicom_port = free_port(), free_port()
     s = make_settings(home, db_url, http_port=http_port, dicom_port=dicom_port, ae_title="RADSIGHT",
@@ -157,9 +156,9 @@ def start_server(
         engine.start()
     dicom = DicomServer(archive)
     dicom.start("127.0.0.1", dicom_port)
-    # As radsight serve runs it (http_server.uvicorn_config): STOW-RS and WADO-RS on their fast path.
-    asgi = DicomWebFastPath(create_app(archive))
-    config = uvicorn.Config(asgi, host="127.0.0.1", port=http_port, log_level="warning")
+    # As radsight serve runs it: security headers, STOW-RS and WADO-RS on their fast path.
+    config = uvicorn_config(archive, log_level="warning")
+    asgi = config.app.app  # the DicomWebFastPath inside the security headers
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

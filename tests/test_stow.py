@@ -83,8 +83,8 @@ def test_store_real_files_in_one_request_with_dicomweb_client(server: RunningSer
     for ds in datasets:
         item = refs[ds.SOPInstanceUID]
         assert item.ReferencedSOPClassUID == ds.SOPClassUID
-        assert item.RetrieveURL == (
-            f"{server.dicomweb}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        assert item.RetrieveURL == (  # root-relative: no public_url is configured
+            f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
             f"/instances/{ds.SOPInstanceUID}"
         )
         stored = stored_bytes(server, ds.SOPInstanceUID)
@@ -114,7 +114,7 @@ def test_one_garbage_part_gives_202_and_the_others_are_stored(server: RunningSer
     failed = ds.FailedSOPSequence[0]
     assert failed.FailureReason == 0xC000
     assert "not-dicom" in failure_text(failed)
-    assert ds.RetrieveURL == f"{server.dicomweb}/studies/{good[0].StudyInstanceUID}"
+    assert ds.RetrieveURL == f"/dicomweb/studies/{good[0].StudyInstanceUID}"
     for d, body in zip(good, bodies, strict=True):
         assert stored_bytes(server, d.SOPInstanceUID) == body  # stored as received
 
@@ -176,7 +176,7 @@ def test_store_into_named_study_refuses_instances_of_another_study(server: Runni
                    headers={"Content-Type": MULTIPART})
     assert r.status_code == 202, r.text
     ds = pydicom.Dataset.from_json(r.json())
-    assert ds.RetrieveURL == f"{server.dicomweb}/studies/{study}"
+    assert ds.RetrieveURL == f"/dicomweb/studies/{study}"
     assert [i.ReferencedSOPInstanceUID for i in ds.ReferencedSOPSequence] == [inside.SOPInstanceUID]
     failed = ds.FailedSOPSequence[0]
     assert (failed.ReferencedSOPInstanceUID, failed.FailureReason) == (outside.SOPInstanceUID, 0xA900)
@@ -423,14 +423,12 @@ def test_stow_fast_path_answers_as_the_fastapi_route(server: RunningServer) -> N
              "part-type", "no-boundary", "wrong-password"]
     with server.client() as c, verified_for_a_minute(server):
         c.get("/dicomweb/studies", params={"limit": 1})  # a verified Basic check, as any client's first call
-        assert c.post("/dicomweb/studies", content=multipart([encode(make_ct())]),
-                      headers={"Content-Type": MULTIPART}).status_code == 200  # the service root is known
         for kind in kinds:
             answers = []
             for via_route in (False, True):
                 path, body, headers, uids, auth = case(kind)
                 if via_route:
-                    headers = {**headers, "Origin": "http://viewer.example"}
+                    headers = {**headers, "Origin": server.base_url}  # this site: a change from another is refused
                 c.get("/dicomweb/studies", params={"limit": 1})  # credentials verified in the last second
                 before = server.asgi.answered
                 kw = {"auth": auth} if auth else {}
@@ -443,25 +441,25 @@ def test_stow_fast_path_answers_as_the_fastapi_route(server: RunningServer) -> N
             assert answers[0][0] in (200, 202, 400, 401, 409, 415), kind
 
 
-def test_retrieve_urls_follow_the_host_the_client_named_on_both_paths(server: RunningServer) -> None:
-    """The service root is cached per base URL (scheme, Host, server, root path), never shared."""
+def test_retrieve_urls_never_name_the_host_the_client_sent_on_either_path(server: RunningServer) -> None:
+    """Without a configured public_url, RetrieveURLs are root-relative, whatever the Host header
+    says, and the fast path takes a STOW-RS request from the first one on."""
     assert server.asgi is not None
     with server.client() as c, verified_for_a_minute(server):
-        c.get("/dicomweb/studies", params={"limit": 1})
-        roots = []
-        for host in ("archive.example:9999", "archive.example:9999", None, "other.example"):
+        answers = []
+        for host, via_route in (("evil.example", False), ("evil.example", True), (None, False)):
             ds = make_ct()
-            headers = {"Content-Type": MULTIPART, **({"Host": host} if host else {})}
+            headers = {"Content-Type": MULTIPART, **({"Host": host} if host else {}),
+                       **({"Origin": f"http://{host}"} if via_route else {})}
             c.get("/dicomweb/studies", params={"limit": 1})  # credentials verified in the last second
             before = server.asgi.answered
             r = c.post("/dicomweb/studies", content=multipart([encode(ds)]), headers=headers)
             assert r.status_code == 200, r.text
+            assert "evil.example" not in r.text
             url = pydicom.Dataset.from_json(r.json()).RetrieveURL
-            roots.append((url.rsplit("/studies/", 1)[0], server.asgi.answered - before))
-    assert roots[0] == ("http://archive.example:9999/dicomweb", 0)  # a new base URL: the route answers
-    assert roots[1] == ("http://archive.example:9999/dicomweb", 1)  # then the fast path, same root
-    assert roots[2][0] == server.dicomweb
-    assert roots[3][0] == "http://other.example/dicomweb"
+            answers.append((url, server.asgi.answered - before))
+            assert url == f"/dicomweb/studies/{ds.StudyInstanceUID}"
+    assert [took for _, took in answers] == [1, 0, 1]
 
 
 def test_a_request_authorize_refuses_is_refused_alike_on_the_fast_path(
@@ -485,13 +483,11 @@ def test_a_request_authorize_refuses_is_refused_alike_on_the_fast_path(
     with httpx.Client(base_url=server.base_url, auth=(name, "viewer-password"), timeout=60) as c, \
             verified_for_a_minute(server):
         c.get("/dicomweb/studies", params={"limit": 1})  # a verified Basic check
-        assert c.post("/dicomweb/studies", content=multipart([encode(make_ct())]),
-                      headers={"Content-Type": MULTIPART}).status_code == 200  # the service root is known
 
         def send(kind: str, via_route: bool) -> tuple[int, object, int]:
             method, path, body, headers = requests_[kind]
             if via_route:
-                headers = {**headers, "Origin": "http://viewer.example"}
+                headers = {**headers, "Origin": server.base_url}  # this site: a change from another is refused
             c.get("/dicomweb/studies", params={"limit": 1})  # credentials verified in the last second
             before = server.asgi.answered
             r = c.request(method, path, content=body, headers=headers)

@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, HttpUrl
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -160,6 +160,13 @@ class Settings(BaseSettings):
     zip_max_ratio: float = Field(
         default=200.0, gt=1,
         description="Largest compression ratio (uncompressed / compressed) of a ZIP member over 1 MiB",
+    )
+    # Web security (radsight.api.headers, radsight.api.security.check_origin, STOW-RS RetrieveURLs).
+    public_url: HttpUrl | None = Field(
+        default=None,
+        description="The server's URL as browsers and DICOMweb clients reach it (e.g. https://pacs.example.org "
+        "behind a reverse proxy): STOW-RS RetrieveURLs start with it (unset: root-relative URLs, never "
+        "the request's Host header) and its origin may send cookie-authenticated changes",
     )
 
     @classmethod

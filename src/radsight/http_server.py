@@ -1,5 +1,6 @@
-"""The HTTP server of ``radsight serve``: the ASGI application (FastAPI app behind the DICOMweb
-fast path) on uvicorn, the same in the main process and in each extra HTTP process."""
+"""The HTTP server of ``radsight serve``: the ASGI application (the security headers around the
+DICOMweb fast path around the FastAPI app) on uvicorn, the same in the main process, in each
+extra HTTP process and in the tests' servers (``tests/conftest.py``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from types import FrameType
 import uvicorn
 
 from radsight.api.app import create_app
+from radsight.api.headers import SecurityHeaders, pages_policy
+from radsight.api.routes_viewer import ASSETS_DIR
 from radsight.archive import Archive
 from radsight.dicomweb.fastpath import DicomWebFastPath
 
@@ -29,13 +32,20 @@ class UvicornServer(uvicorn.Server):
             self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
 
 
-def uvicorn_config(archive: Archive) -> uvicorn.Config:
+def asgi_application(archive: Archive) -> SecurityHeaders:
+    """What uvicorn runs: every response, the fast path's too, passes the security headers;
+    ``.app`` is the :class:`DicomWebFastPath`."""
+    return SecurityHeaders(DicomWebFastPath(create_app(archive)), pages_policy(ASSETS_DIR))
+
+
+def uvicorn_config(archive: Archive, *, log_level: str = "info") -> uvicorn.Config:
     settings = archive.settings
     return uvicorn.Config(
-        DicomWebFastPath(create_app(archive)),
+        asgi_application(archive),
         host=settings.http_host,
         port=settings.http_port,
-        log_level="info",
+        log_level=log_level,
+        server_header=False,  # no software name and version to a probe
         access_log=False,
         timeout_graceful_shutdown=10,
     )

@@ -19,6 +19,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from radsight.api.deps import TOKEN_COOKIE, get_current_user
+from radsight.api.headers import CSP, page_policy
 from radsight.api.routes_viewer import ASSETS_DIR, built_file
 
 API_PREFIX = "/api/"
@@ -73,7 +74,7 @@ def add_openapi_routes(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False, dependencies=auth)
     def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url="/openapi.json",
             title=f"{app.title} API",
             swagger_js_url=f"{SWAGGER_URL}/swagger-ui-bundle.js",
@@ -82,6 +83,8 @@ def add_openapi_routes(app: FastAPI) -> None:
             # No request to the public validator service: the document stays on this network.
             swagger_ui_parameters={"validatorUrl": None},
         )
+        page.headers[CSP] = page_policy(bytes(page.body).decode("utf-8"))  # its inline script, by hash
+        return page
 
     @app.get(SWAGGER_URL + "/{name}", include_in_schema=False)
     def swagger_asset(name: str, request: Request) -> Response:

@@ -9,7 +9,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from radsight.api.auth import issue_token, revoke_token
 from radsight.api.deps import TOKEN_COOKIE, ArchiveDep, CurrentUser
+from radsight.api.headers import CSP, page_policy
 from radsight.api.schemas import TokenRequest, TokenResponse, UserOut
+from radsight.api.security import LOGIN_FORM_COOKIE, Forbidden, check_form_token, check_origin, new_form_token
 
 router = APIRouter()
 
@@ -21,11 +23,14 @@ form{background:#1d1d1d;padding:2rem;border-radius:8px;min-width:280px}label{dis
 input{width:100%;padding:.5rem;box-sizing:border-box}button{margin-top:1rem;width:100%;padding:.6rem}
 .err{color:#f77}</style></head>
 <body><form method="post" action="/login"><h1>RadSight</h1>{error}
-<input type="hidden" name="next" value="{next}">
+<input type="hidden" name="next" value="{next}"><input type="hidden" name="form_token" value="{token}">
 <label for="username">User name</label><input id="username" name="username" autocomplete="username" required>
 <label for="password">Password</label><input id="password" name="password" type="password"
  autocomplete="current-password" required>
 <button type="submit">Log in</button></form></body></html>"""
+
+
+_LOGIN_POLICY = page_policy(_LOGIN_PAGE)  # its style element, by hash
 
 
 def _safe_next(target: str) -> str:
@@ -37,6 +42,16 @@ def _html_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _login_page(next: str, error: str = "", status_code: int = status.HTTP_200_OK) -> HTMLResponse:
+    """The login page with a new form token, in the page and in its cookie."""
+    token = new_form_token()
+    page = (_LOGIN_PAGE.replace("{error}", f'<p class="err">{_html_escape(error)}</p>' if error else "")
+            .replace("{next}", _html_escape(_safe_next(next))).replace("{token}", token))
+    resp = HTMLResponse(page, status_code=status_code, headers={CSP: _LOGIN_POLICY})
+    resp.set_cookie(LOGIN_FORM_COOKIE, token, httponly=True, samesite="strict", path="/login", max_age=3600)
+    return resp
+
+
 @router.get("/health", include_in_schema=False)
 def health(archive: ArchiveDep) -> dict[str, str]:
     with archive.db.engine.connect():
@@ -45,8 +60,8 @@ def health(archive: ArchiveDep) -> dict[str, str]:
 
 
 @router.get("/login", response_class=HTMLResponse, include_in_schema=False)
-def login_page(next: str = "/") -> str:
-    return _LOGIN_PAGE.replace("{error}", "").replace("{next}", _html_escape(_safe_next(next)))
+def login_page(next: str = "/") -> HTMLResponse:
+    return _login_page(next)
 
 
 @router.post("/login", include_in_schema=False)
@@ -56,16 +71,22 @@ def login_form(
     username: Annotated[str, Form()],
     password: Annotated[str, Form()],
     next: Annotated[str, Form()] = "/",
+    form_token: Annotated[str, Form()] = "",
 ) -> Response:
+    try:
+        check_origin(request, archive.settings, required=False)
+        check_form_token(request, form_token)
+    except Forbidden as exc:
+        return _login_page(next, str(exc.detail).capitalize() + ".", status.HTTP_403_FORBIDDEN)
     with archive.db.session() as s:
         user = request.app.state.authenticator.check_basic(s, username, password)
         if user is None:
-            page = _LOGIN_PAGE.replace("{error}", '<p class="err">Wrong user name or password.</p>')
-            return HTMLResponse(page.replace("{next}", _html_escape(_safe_next(next))), status_code=401)
+            return _login_page(next, "Wrong user name or password.", status.HTTP_401_UNAUTHORIZED)
         token = issue_token(s, user, archive.settings.token_ttl_hours)
     resp = RedirectResponse(_safe_next(next), status_code=status.HTTP_303_SEE_OTHER)
     resp.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict",
                     max_age=archive.settings.token_ttl_hours * 3600)
+    resp.delete_cookie(LOGIN_FORM_COOKIE, path="/login")
     return resp
 
 

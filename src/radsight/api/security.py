@@ -2,14 +2,22 @@
 (:func:`authorize`): the one authentication and the one authorization of RadSight's HTTP
 requests. The FastAPI dependencies (:mod:`radsight.api.deps`) and the DICOMweb fast path
 (:mod:`radsight.dicomweb.fastpath`) call these functions and nothing else for either.
+
+Cross-site request forgery: a change (any method but GET, HEAD, OPTIONS) authenticated by what a
+browser sends by itself, the login cookie or Basic credentials it has cached, must come from this
+site (:func:`check_origin`, from :func:`authenticate`); the login form carries a token that must
+match its cookie (:func:`check_form_token`). Bearer tokens are never sent by a browser unasked.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hmac
+import secrets
 from enum import StrEnum
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from fastapi import HTTPException, status
 from starlette.requests import HTTPConnection
@@ -17,9 +25,12 @@ from starlette.types import Scope
 
 from radsight.api.auth import Authenticator, VerifiedUser
 from radsight.archive import Archive
+from radsight.config import Settings
 from radsight.index.models import User
 
 TOKEN_COOKIE = "radsight_token"
+LOGIN_FORM_COOKIE = "radsight_login"  # the login form's token (double submit)
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class NotAuthenticated(HTTPException):
@@ -72,7 +83,14 @@ def _authorization(scope: Scope) -> tuple[str, str]:
 def authenticate_remembered(conn: HTTPConnection, authenticator: Authenticator) -> VerifiedUser | None:
     """The first step of :func:`authenticate`, the one that never blocks: the user of Basic
     credentials verified less than a second ago (``Authenticator.recent``: no database, no
-    scrypt). None means that only :func:`authenticate` can tell (in a worker thread)."""
+    scrypt). None means that only :func:`authenticate` can tell (in a worker thread); so for a
+    change that names where it comes from, whose origin :func:`authenticate` checks."""
+    if conn.scope["method"] not in SAFE_METHODS and _source(conn.scope) is not None:
+        return None
+    return _remembered(conn, authenticator)
+
+
+def _remembered(conn: HTTPConnection, authenticator: Authenticator) -> VerifiedUser | None:
     scheme, credentials = _authorization(conn.scope)
     if scheme != "basic" or not credentials:
         return None
@@ -90,10 +108,13 @@ def authenticate(conn: HTTPConnection, authenticator: Authenticator, archive: Ar
     the database and run scrypt): async code calls :func:`authenticate_remembered` first and this
     one in a worker thread only when that gives None.
     """
-    remembered = authenticate_remembered(conn, authenticator)
+    scheme, credentials = _authorization(conn.scope)
+    by_cookie = not (scheme in ("basic", "bearer") and credentials) and TOKEN_COOKIE in conn.cookies
+    if by_cookie or scheme == "basic":
+        check_origin(conn, archive.settings, required=by_cookie)
+    remembered = _remembered(conn, authenticator)
     if remembered is not None:
         return remembered.user()
-    scheme, credentials = _authorization(conn.scope)
     with archive.db.session() as s:
         user: User | None = None
         if scheme == "basic" and credentials:
@@ -112,6 +133,79 @@ def authenticate(conn: HTTPConnection, authenticator: Authenticator, archive: Ar
             raise NotAuthenticated("authentication required")
         s.expunge(user)
         return user
+
+
+# -- cross-site requests -------------------------------------------------------------------
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    return next((value.decode("latin-1") for key, value in scope["headers"] if key == name), None)
+
+
+def _source(scope: Scope) -> str | None:
+    """The origin a request says it comes from: its ``Origin`` header (``null`` included), else
+    the origin of its ``Referer``; None when it has neither."""
+    origin = _header(scope, b"origin")
+    if origin is not None:
+        return _origin(origin) or origin.strip()
+    referer = _header(scope, b"referer")
+    return None if referer is None else _origin(referer) or "null"
+
+
+def _origin(url: str) -> str | None:
+    """``scheme://host[:port]`` of a URL, lower case, the scheme's default port left out."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}" + (f":{port}" if port and port != _DEFAULT_PORTS[parts.scheme] else "")
+
+
+def trusted_origins(scope: Scope, settings: Settings) -> set[str]:
+    """This site as the request reached it (its scheme and ``Host``), the configured public URL's
+    origin and the configured CORS origins."""
+    own = _origin(f"{scope.get('scheme', 'http')}://{_header(scope, b'host') or ''}")
+    configured = [str(settings.public_url)] if settings.public_url else []
+    return {o for o in (own, *(_origin(u) for u in configured + settings.cors_origins)) if o}
+
+
+def check_origin(conn: HTTPConnection, settings: Settings, *, required: bool) -> None:
+    """Raise :class:`Forbidden` for a change (a method other than GET, HEAD, OPTIONS) that comes
+    from another site (by its ``Origin``, else its ``Referer``): what a cross-site request forgery
+    sends. ``required``: a change that names no origin at all is refused too (browsers name it on
+    every POST; only a non-browser client leaves it out, and that one has no need of a cookie)."""
+    scope = conn.scope
+    if scope["method"] in SAFE_METHODS:
+        return
+    source = _source(scope)
+    if source is None:
+        if required:
+            raise Forbidden("a change authenticated by the login cookie must name its Origin (or Referer): "
+                            "refused as a possible cross-site request forgery")
+        return
+    if source not in trusted_origins(scope, settings):
+        raise Forbidden(f"a change sent from {source}, not from this site: refused as a possible cross-site "
+                        "request forgery (a client on another site needs its origin in cors_origins)")
+
+
+def new_form_token() -> str:
+    """A token for the login form: the page carries it in a hidden field and in the
+    :data:`LOGIN_FORM_COOKIE` cookie, and :func:`check_form_token` wants both the same."""
+    return secrets.token_urlsafe(32)
+
+
+def check_form_token(conn: HTTPConnection, submitted: str) -> None:
+    """Raise :class:`Forbidden` unless the form's token is the one in its cookie: only a page of
+    this site can set that cookie, so a form posted from another site cannot match it."""
+    expected = conn.cookies.get(LOGIN_FORM_COOKIE, "")
+    if not expected or not hmac.compare_digest(expected.encode(), submitted.encode()):
+        raise Forbidden("the login form was not sent from this site's login page, or it expired: log in again")
 
 
 # -- authorization -------------------------------------------------------------------------

@@ -10,14 +10,14 @@ functions the routes and their dependency call, in the same order, and nothing e
    a request it cannot authenticate (no, other, wrong or not recently verified credentials)
    goes to the routes, whose dependency completes the authentication and gives the 401;
 2. :func:`security.authorize_request`, the one authorization: refused here, refused there;
-3. :func:`stow.store` for ``POST /dicomweb/studies[/{study}]`` (when the service root of the
-   request's base URL is known, :func:`stow.has_service_root`), :func:`wado.retrieve` for
+3. :func:`stow.store` for ``POST /dicomweb/studies[/{study}]``, :func:`wado.retrieve` for
    ``GET /dicomweb/studies/{study}[/series/{series}[/instances/{instance}]]`` without a query
    string. A retrieval that fails (404, 406, a decoding failure) is left to the route, which
    answers it (a GET has no body, so nothing was consumed).
 
 Requests with an ``Origin`` header go to the routes, for the CORS middleware's headers. Whatever
-is added later (roles, audit, access groups) goes into those functions, never here.
+is added later (roles, audit, access groups) goes into those functions, never here; the
+security headers are added around both (``http_server.asgi_application``).
 ``tests/test_stow.py`` and ``tests/test_wado.py`` send the same requests both ways and compare
 the answers.
 """
@@ -36,7 +36,7 @@ from radsight.api.security import authenticate_remembered, authorize_request
 from radsight.archive import Archive
 from radsight.dicomweb import stow, wado
 
-_PREFIX = "/dicomweb/studies"
+_PREFIX = stow.SERVICE_PATH + "/studies"
 
 
 class DicomWebFastPath:
@@ -46,7 +46,7 @@ class DicomWebFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         target = _target(scope)
-        if target is None or (target[0] == "POST" and not stow.has_service_root(scope)):
+        if target is None:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)

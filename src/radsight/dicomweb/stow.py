@@ -9,7 +9,8 @@ name it is a generic RFC 2046 boundary parser (Starlette's form parsing uses it 
 ``multipart/form-data`` on top), streaming and maintained; only the form-data layer on
 top of it is specific to forms, and we do not use that layer.
 
-Response (PS3.18 Table 10.5.3-3): RetrieveURL of the study, ReferencedSOPSequence for the
+Response (PS3.18 Table 10.5.3-3): RetrieveURL of the study (Type 2; under the configured
+``public_url``, else root-relative: :func:`service_root`), ReferencedSOPSequence for the
 instances stored (duplicates included: the archive holds the instance, which is what the
 sender needs to know; PS3.18 has no warning code meaning "already stored" and 0xB007 would
 wrongly say the data set does not match its SOP class), and FailedSOPSequence with
@@ -44,6 +45,7 @@ from starlette.types import Scope
 
 from radsight.api.deps import ArchiveDep
 from radsight.archive import Archive
+from radsight.config import Settings
 from radsight.dicomweb.multipart import boundary_error
 from radsight.ingest.errors import Reason
 from radsight.ingest.events import IngestResult, Outcome
@@ -205,33 +207,16 @@ def _ingest_part(archive: Archive, part: bytes | Path, media_type: str, study: s
                 os.unlink(part)
 
 
-def _root_key(scope: Scope) -> tuple[Any, ...]:
-    """What a request's base URL is made of (Starlette's ``Request.base_url``: scheme, Host
-    header, server address, application root path), without building the URL."""
-    host = next((value for name, value in scope["headers"] if name == b"host"), None)
-    return scope.get("scheme"), host, scope.get("server"), scope.get("app_root_path", scope.get("root_path", ""))
+SERVICE_PATH = "/dicomweb"  # where the DICOMweb router is mounted (radsight.dicomweb)
 
 
-def has_service_root(scope: Scope) -> bool:
-    """Whether the service root of this request's base URL is known: it is looked up through the
-    application's routes (``url_for``) the first time, which only a request routed by the
-    application can do."""
-    return _root_key(scope) in _ROOTS
-
-
-def _service_root(request: Request) -> str:
-    # url_for walks every route of the application; the root only changes with the base URL
-    # (host, scheme, root path), so it is looked up once per base URL.
-    key = _root_key(request.scope)
-    root = _ROOTS.get(key)
-    if root is None:
-        root = str(request.url_for("store_instances")).rsplit("/studies", 1)[0]
-        if len(_ROOTS) < 64:  # Host headers are the client's: keep the cache bounded
-            _ROOTS[key] = root
-    return root
-
-
-_ROOTS: dict[tuple[Any, ...], str] = {}
+def service_root(scope: Scope, settings: Settings) -> str:
+    """The DICOMweb service root that RetrieveURLs start with: under the configured public URL,
+    or root-relative (RFC 3986: the client resolves it against the URL it sent the request to).
+    Never built from the request's ``Host`` header, which is the client's to choose."""
+    root_path: str = scope.get("root_path", "")
+    base = str(settings.public_url).rstrip("/") if settings.public_url else root_path
+    return base + SERVICE_PATH
 
 
 def _element(vr: str, *values: object) -> dict[str, Any]:
@@ -282,8 +267,8 @@ def _response_json(root: str, results: list[IngestResult], study: str | None) ->
     return out, code
 
 
-def _response(request: Request, results: list[IngestResult], study: str | None) -> JSONResponse:
-    body, code = _response_json(_service_root(request), results, study)
+def _response(request: Request, archive: Archive, results: list[IngestResult], study: str | None) -> JSONResponse:
+    body, code = _response_json(service_root(request.scope, archive.settings), results, study)
     return JSONResponse(body, status_code=code, media_type=DICOM_JSON)
 
 
@@ -385,7 +370,7 @@ async def store(request: Request, archive: Archive, study: str | None) -> JSONRe
         results = await _receive(request, archive, study)
     except _BadRequest as exc:
         raise HTTPException(exc.status_code, exc.detail) from exc
-    return _response(request, results, study)
+    return _response(request, archive, results, study)
 
 
 @router.post("/studies", name="store_instances")
