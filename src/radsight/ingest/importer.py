@@ -14,7 +14,7 @@ from pydicom.uid import generate_uid
 
 from radsight.ingest.errors import IngestError, Reason
 from radsight.ingest.events import IngestResult, Outcome
-from radsight.ingest.parse import MEDIA_STORAGE_DIRECTORY, _missing_preamble
+from radsight.ingest.parse import MEDIA_STORAGE_DIRECTORY, preamble_is_missing
 from radsight.ingest.part10 import PART10_PREFIX_LENGTH
 from radsight.ingest.service import IngestService
 from radsight.safe_zip import ZipLimitError, ZipLimits
@@ -66,7 +66,7 @@ def _iter_zip(zpath: Path, spool: Path, limits: ZipLimits) -> Iterator[ImportIte
                     limits.check_member(info)
                     with zf.open(info) as src:
                         head = src.read(PART10_PREFIX_LENGTH)  # what is not DICOM is never extracted
-                        _missing_preamble(head, info.file_size)
+                        preamble_is_missing(head, info.file_size)
                         limits.copy_member(src, info, dest, head)
                 except ZipLimitError as exc:
                     raise IngestError(Reason.TOO_LARGE, f"ZIP member refused, not extracted: {exc}") from exc

@@ -262,7 +262,7 @@ def _parse_file(path: Path) -> ParsedInstance:
 
 def _parse(fh: BinaryIO, size: int, data: bytes | None = None) -> ParsedInstance:
     """Parse the file open as ``fh`` (``data``: its bytes, when it is in memory)."""
-    missing_preamble = _missing_preamble(fh.read(PART10_PREFIX_LENGTH), size)
+    missing_preamble = preamble_is_missing(fh.read(PART10_PREFIX_LENGTH), size)
     meta_start = 0 if missing_preamble else PART10_PREFIX_LENGTH
     meta_end = file_meta_end(fh, meta_start, size)
     if meta_end == meta_start:
@@ -308,7 +308,7 @@ def _parse(fh: BinaryIO, size: int, data: bytes | None = None) -> ParsedInstance
     )
 
 
-def _missing_preamble(head: bytes, size: int) -> bool:
+def preamble_is_missing(head: bytes, size: int) -> bool:
     """True if the file beginning with ``head`` (its first 132 bytes) has no preamble and
     'DICM' prefix but starts with its File Meta Information; refuse a file with neither.
 
