@@ -129,7 +129,7 @@ def test_stow_and_model_uploads_keep_their_own_large_cap(server: RunningServer) 
     assert len(body) > 2 * server.archive.settings.max_request_body_bytes
     with server.client() as c:
         r = c.post("/dicomweb/studies", content=body,
-                   headers={"Content-Type": content_type, "Origin": "http://viewer.example"})
+                   headers={"Content-Type": content_type, "Origin": server.base_url})
         assert r.status_code == 200, r.text
         upload = c.post("/api/models", content=b"PK" + b"\0" * (2 * 1024 * 1024),
                         headers={"Content-Type": "application/zip"})
@@ -220,7 +220,7 @@ def test_a_multipart_boundary_over_70_characters_is_400_on_both_stow_paths(serve
     with server.client() as c, verified_for_a_minute(server):
         c.get("/dicomweb/studies", params={"limit": 1})
         for boundary in ("b" * 300, "b" * 71):
-            for origin in ({}, {"Origin": "http://viewer.example"}):  # the fast path, the route
+            for origin in ({}, {"Origin": server.base_url}):  # the fast path, the route
                 ds = make_ct()
                 body, content_type = multipart([encode(ds)], boundary)
                 r = c.post("/dicomweb/studies", content=body, headers={"Content-Type": content_type, **origin})

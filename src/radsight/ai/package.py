@@ -139,7 +139,7 @@ DETECTION_KINDS = ("boxes", "scores", "labels")
 # A model's name and version become one folder name under the models folder
 # (``<name>-<version>-<sha8>``) and a URL path segment: safe identifiers, no '/' and no '..'.
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-MODEL_VERSION_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,31}$"
+MODEL_VERSION_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,15}$"  # 16: the index's version columns
 
 
 class ModelMetadata(BaseModel):

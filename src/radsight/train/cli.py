@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -56,13 +55,13 @@ def _check_device(device: str) -> None:
 
 
 def _shipped_names() -> set[str]:
-    from radsight.ai.package import METADATA_FILE
+    from radsight.ai.package import ModelPackageError, load_package
     from radsight.ai.registry import builtin_packages
 
     names = set()
     for folder in builtin_packages():
-        with contextlib.suppress(OSError, ValueError):
-            names.add(str(json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))["name"]))
+        with contextlib.suppress(ModelPackageError):
+            names.add(load_package(folder, check_onnx=False).metadata.name)
     return names
 
 
