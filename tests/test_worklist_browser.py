@@ -209,7 +209,9 @@ def test_new_critical_study_appears_on_top_of_an_open_worklist_without_reload(cr
     assert "Pneumonia" in reason and MODEL in reason, reason
     assert top.locator("td[data-column=status]").inner_text().strip() == "Unread"
     assert alice.locator("#studies tbody tr[data-priority=routine]").count() >= 2
-    # Pixels: the badge is drawn in the critical red (#e5484d), a routine one is not.
+    # Pixels: the badge is drawn in the critical red (#e5484d), a routine one is not. The study's
+    # alert banner appears above the list too (it moves the rows): the screenshots come after it.
+    alice.locator(f"#alerts .alert[data-study-uid='{study}']").wait_for(timeout=TIMEOUT_MS)
     badge = np.asarray(Image.open(io.BytesIO(prio.locator(".prio").screenshot())).convert("RGB"), dtype=np.float32)
     red = (badge[..., 0] > 180) & (badge[..., 1] < 110) & (badge[..., 2] < 110)
     assert red.mean() > 0.3, red.mean()
